@@ -16,6 +16,10 @@ EXIT_USAGE = 2
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from engine import demo
+    if not 1_000 <= args.events <= 50_000_000:
+        raise EngineError(f"--events {args.events}: allowed 1000..50000000")
+    if not [s for s in args.symbols.split(",") if s.strip()]:
+        raise EngineError("--symbols: give at least one symbol, e.g. AAPL,MSFT")
     return demo.main(seed=args.seed, events=args.events, symbols=args.symbols.split(","))
 
 
