@@ -22,8 +22,10 @@ cdef enum OrderType:
 
 # "No price": an empty side, a market order, a missing reference. INT64_MIN can
 # never be a real tick count, so it cannot be mistaken for one.
-cdef enum:
-    NO_PRICE = INT64_MIN
+cdef extern from "<stdint.h>":
+    # A C name for INT64_MIN (Cython 3.3 rejects INT64_MIN in an enum: "Not allowed
+    # in a constant expression"). Same value as before.
+    const int64_t NO_PRICE "INT64_MIN"
 
 cdef inline bint side_is_valid(int side) noexcept nogil:
     return side == SIDE_BUY or side == SIDE_SELL

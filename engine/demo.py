@@ -1,7 +1,7 @@
 """`engine demo`: a seeded synthetic market replayed through the compiled core.
 
 What it does, honestly: for each symbol it generates an order-by-order flow
-(engine.synthetic), replays it through the L3 matching book (core_ext.matching) in
+(gateway.synthetic), replays it through the L3 matching book (core_ext.matching) in
 batches, keeps an L2 book (core_ext.book) in step with the matching book's depth, and
 runs a toy quoting strategy whose every order goes through the pre-trade risk kernel
 (core_ext.risk) before it may reach the book. A few deliberately bad orders (fat
@@ -23,7 +23,7 @@ import numpy as np
 from core_ext import book as l2
 from core_ext import matching as mb
 from core_ext import risk as rk
-from engine import synthetic
+from gateway import synthetic
 
 OUR_OWNER = 1                 # owner id of our orders in the matching book
 OUR_ID_BASE = 1 << 40         # our order ids, far from the synthetic flow's ids
