@@ -34,6 +34,7 @@ cdef struct BookUpdate:
 cdef enum:
     BOOK_INITIAL_CAPACITY = 64
 
+
 @cython.final
 cdef class L2Book:
     cdef readonly object symbol          # instrument name (str), for reports only
@@ -41,7 +42,7 @@ cdef class L2Book:
     cdef Py_ssize_t _count[2]            # live levels per side
     cdef Py_ssize_t _capacity[2]         # allocated levels per side (grows by doubling)
     cdef readonly uint64_t update_count  # updates applied since creation (a snapshot load counts 1)
-    cdef readonly int64_t last_update_ns # timestamp of the last applied update (caller's clock)
+    cdef readonly int64_t last_update_ns  # timestamp of the last applied update (caller's clock)
     cdef public bint stale               # set by the feed handler on a gap; risk rejects on it
     cdef readonly uint64_t crossed_updates  # applied updates after which the book was crossed
 
