@@ -36,7 +36,7 @@ test-fast: build
 
 bench: build
 	$(PY) -m pytest bench -q -o python_files='bench_*.py' --benchmark-only --benchmark-columns=min,median,mean,max,rounds
-	$(VENV)/bin/engine bench --json var/bench.json
+	mkdir -p var && $(VENV)/bin/engine bench --json var/bench.json
 
 demo: build
 	$(VENV)/bin/engine demo
