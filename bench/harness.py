@@ -33,7 +33,7 @@ class Result:
         return asdict(self)
 
 
-def _percentiles(name: str, samples_ns: np.ndarray, unit: str = "ns") -> Result:
+def percentiles(name: str, samples_ns: np.ndarray, unit: str = "ns") -> Result:
     return Result(
         name=name,
         unit=unit,
@@ -70,7 +70,7 @@ def measure(name: str, op: Callable[[], object], samples: int = 20_000, inner: i
     finally:
         if gc_was_enabled:
             gc.enable()
-    return _percentiles(name, out)
+    return percentiles(name, out)
 
 
 def measure_each(name: str, ops: Callable[[int], object], count: int, warmup: int = 1_000) -> Result:
@@ -87,7 +87,7 @@ def measure_each(name: str, ops: Callable[[int], object], count: int, warmup: in
             out[i] = clock() - t0
     finally:
         gc.enable()
-    return _percentiles(name, out)
+    return percentiles(name, out)
 
 
 def throughput(name: str, run: Callable[[], int], repeat: int = 5) -> dict:
