@@ -180,6 +180,8 @@ class FixSession:
         self.encoder = fixcodec.FixEncoder(config.sender_comp_id, config.target_comp_id)
         self.sender = config.sender_comp_id.encode()
         self.target = config.target_comp_id.encode()
+        # the last header field the encoder writes (56=<target>): the body follows it
+        self._header_end = b"\x0156=" + self.target + b"\x01"
         self.transport: Transport | None = None
         self.heartbeat_interval = config.heartbeat_interval
         self._reset_connection_state()
@@ -261,15 +263,17 @@ class FixSession:
         self.messages_out += 1
 
     def _send(self, msg_type: bytes, body: bytes, header: Iterable[tuple[int, bytes]] = (),
-              persist: bool = True) -> int:
-        """Encode, store, advance the sender sequence number, write. Returns MsgSeqNum."""
+              persist: bool = True, write: bool = True) -> int:
+        """Encode, store, advance the sender sequence number, write. Returns MsgSeqNum.
+        write=False only stores it (delivered by the counterparty's ResendRequest)."""
         seq = self.store.next_sender_seq
         data = self.encoder.encode_raw_body(msg_type, body, seq, header=list(header) or None,
                                             sending_time_ns=self._now_ns())
         if persist:
             self.store.store(StoredMessage(seq, msg_type, body, self.encoder.last_sending_time))
         self.store.set_next_sender(seq + 1)
-        self._write(data)
+        if write:
+            self._write(data)
         return seq
 
     def _send_at(self, seq: int, msg_type: bytes, body: bytes, poss_dup: bool,
@@ -283,14 +287,39 @@ class FixSession:
     def _now_ns(self) -> int:
         return int(self.clock() * 1e9)
 
-    def send_app(self, msg_type: bytes | str, body: bytes) -> int:
-        """Send an application message (body already encoded). Raises NotLoggedOn."""
-        if not self.logged_on:
+    def send_app(self, msg_type: bytes | str, body: bytes, offline_ok: bool = False) -> int:
+        """Send an application message (body already encoded). Raises NotLoggedOn, unless
+        offline_ok: then a session that is not logged on stores the message under the next
+        MsgSeqNum without writing it, and the counterparty gets it by ResendRequest after
+        its next Logon (how a venue queues reports, e.g. cancel-on-disconnect)."""
+        online = self.logged_on
+        if not online and not offline_ok:
             raise NotLoggedOn(f"session {self.config.sender_comp_id}->{self.config.target_comp_id} "
                               "is not logged on")
         if isinstance(msg_type, str):
             msg_type = msg_type.encode()
-        return self._send(msg_type, body)
+        return self._send(msg_type, body, write=online)
+
+    def commit_encoded(self, msg_type: bytes, data: bytes, offline_ok: bool = False) -> int:
+        """Store, sequence and write a whole message that the caller encoded with this
+        session's typed encoder (`self.encoder.new_order_single(...)` etc.) using
+        MsgSeqNum == `self.next_sender_seq` and no extra header fields. The fast path
+        for application messages: one encode, no re-encoding of the body. Same
+        NotLoggedOn / offline_ok rules as send_app. Returns MsgSeqNum."""
+        online = self.logged_on
+        if not online and not offline_ok:
+            raise NotLoggedOn(f"session {self.config.sender_comp_id}->{self.config.target_comp_id} "
+                              "is not logged on")
+        seq = self.store.next_sender_seq
+        start = data.find(self._header_end)
+        if start < 0 or data[-7:-4] != b"10=":
+            raise ValueError("commit_encoded: not a message of this session's encoder")
+        body = data[start + len(self._header_end):-7]
+        self.store.store(StoredMessage(seq, msg_type, body, self.encoder.last_sending_time))
+        self.store.set_next_sender(seq + 1)
+        if online:
+            self._write(data)
+        return seq
 
     def send_logon(self) -> None:
         fields: list[tuple[int, bytes | str | int]] = [(98, 0), (108, self.heartbeat_interval)]

@@ -148,6 +148,7 @@ class FixInitiator:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._task: asyncio.Task | None = None
+        self._conn: FixConnection | None = None
         self._stopping = False
         self.connects = 0
         self.logged_on = asyncio.Event()
@@ -169,11 +170,15 @@ class FixInitiator:
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             self.connects += 1
+            self._conn = conn
             timer = loop.create_task(self._timers())
             try:
                 await conn.closed
             finally:
                 timer.cancel()
+                self._conn = None
+                if self.logged_on.is_set():
+                    backoff = self.backoff_initial_s   # it worked: start the backoff afresh
                 self.logged_on.clear()
             if not self._stopping:
                 await asyncio.sleep(backoff)
@@ -181,20 +186,35 @@ class FixInitiator:
 
     async def _timers(self) -> None:
         while True:
+            if self.session.logged_on:
+                self.logged_on.set()
             await asyncio.sleep(TIMER_INTERVAL_S)
             self.session.on_timer()
             self.session.store.flush()
             if self.session.logged_on:
                 self.logged_on.set()
 
+    def notify_logged_on(self) -> None:
+        """Set `logged_on` at once (an application calls this from on_logon instead of
+        waiting for the next timer tick)."""
+        if self.session.logged_on:
+            self.logged_on.set()
+
     async def wait_logged_on(self, timeout: float = 5.0) -> None:
         await asyncio.wait_for(self.logged_on.wait(), timeout)
 
     async def stop(self) -> None:
+        """Log out (waiting up to the session's logout_timeout_s for the reply, so both
+        sides agree on the sequence numbers), disconnect, stop reconnecting."""
         self._stopping = True
+        conn = self._conn
         if self.session.logged_on:
             self.session.send_logout()
-            await asyncio.sleep(0)
+            if conn is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(conn.closed), self.session.config.logout_timeout_s)
+                except asyncio.TimeoutError:
+                    pass
         self.session.disconnect("initiator stopping")
         if self._task is not None:
             self._task.cancel()
