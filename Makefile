@@ -35,7 +35,7 @@ test-fast: build
 	$(PY) -m pytest -q -m "not slow"
 
 bench: build
-	$(PY) -m pytest bench -q -o python_files='bench_*.py' --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 	mkdir -p var && $(VENV)/bin/engine bench --json var/bench.json
 
 demo: build
