@@ -166,6 +166,7 @@ cdef class ItchBookApplier:
     cdef uint8_t* _halted                # per instrument: 1 when trading state is not 'T'
     cdef uint32_t* _mark_top             # per instrument: generation it was last put in _top
     cdef uint32_t* _mark_halt            # per instrument: generation it was last put in _halts
+    cdef int64_t* _price_div             # per instrument: price4 units per book tick (>= 1)
     cdef Py_ssize_t _n_instruments       # instruments registered
     cdef Py_ssize_t _cap_instruments     # allocated length of the per-instrument arrays
     cdef uint32_t _generation            # packet counter for the marks (never 0)
@@ -191,6 +192,8 @@ cdef class ItchBookApplier:
     cdef int _grow_scratch(self, Py_ssize_t need) except -1
     # Apply one checked message; m[0] is the type byte.
     cdef int _apply(self, const unsigned char* m, uint64_t seq) except -1
+    # wire price4 -> the instrument's book ticks (see set_price_divisor)
+    cdef int64_t _ticks(self, int32_t instrument, int64_t price4) noexcept
     cdef int _book_delta(self, int32_t instrument, int side, int64_t price, int64_t delta) except -1
     cdef int _trade(self, int32_t instrument, uint16_t locate, int side, int64_t price,
                     int64_t shares, const unsigned char* m, uint64_t match, uint8_t printable,

@@ -504,6 +504,7 @@ cdef class ItchBookApplier:
         free(self._halted)
         free(self._mark_top)
         free(self._mark_halt)
+        free(self._price_div)
         free(self._trades)
         free(self._top)
         free(self._halts)
@@ -530,6 +531,10 @@ cdef class ItchBookApplier:
         if c == NULL:
             raise MemoryError()
         self._mark_halt = <uint32_t*>c
+        c = realloc(self._price_div, cap * sizeof(int64_t))
+        if c == NULL:
+            raise MemoryError()
+        self._price_div = <int64_t*>c
         self._cap_instruments = cap
         return 0
 
@@ -544,6 +549,7 @@ cdef class ItchBookApplier:
         self._halted[idx] = 0
         self._mark_top[idx] = 0
         self._mark_halt[idx] = 0
+        self._price_div[idx] = 1
         self._n_instruments = idx + 1
         return <int32_t>idx
 
@@ -598,6 +604,31 @@ cdef class ItchBookApplier:
         idx = self._locate_index[locate]
         return None if idx == -2 else idx
 
+    def set_price_divisor(self, symbol, int64_t price4_per_tick):
+        """Keep `symbol`'s book in the instrument's own ticks: a wire price4 p becomes
+        p // price4_per_tick (100 for a $0.01 tick). A wire price that is not a whole
+        number of ticks is counted in `anomalies` and rounded down."""
+        if price4_per_tick < 1:
+            raise ValueError(f"price4_per_tick must be >= 1, got {price4_per_tick}")
+        idx = self._index_by_symbol.get(symbol)
+        if idx is None:
+            raise KeyError(f"no instrument {symbol!r}: add its book first")
+        self._price_div[<Py_ssize_t>idx] = price4_per_tick
+
+    def price_divisor(self, symbol):
+        idx = self._index_by_symbol.get(symbol)
+        if idx is None:
+            raise KeyError(f"no instrument {symbol!r}")
+        return self._price_div[<Py_ssize_t>idx]
+
+    cdef int64_t _ticks(self, int32_t instrument, int64_t price4) noexcept:
+        cdef int64_t div = self._price_div[instrument]
+        if div == 1:
+            return price4
+        if price4 % div != 0:
+            self._anomalies += 1
+        return price4 // div
+
     def is_halted(self, Py_ssize_t index):
         if index < 0 or index >= self._n_instruments:
             raise IndexError(f"no instrument {index}")
@@ -645,7 +676,7 @@ cdef class ItchBookApplier:
                          int64_t delta) except -1:
         # instrument is in [0, _n_instruments): the list index needs no check.
         cdef L2Book book = <L2Book>self._books[instrument]
-        if book.apply_delta(side, price, delta) == BOOK_TOP_CHANGED:
+        if book.apply_delta(side, self._ticks(instrument, price), delta) == BOOK_TOP_CHANGED:
             if self._mark_top[instrument] != self._generation:
                 self._mark_top[instrument] = self._generation
                 self._top[self._n_top] = instrument
@@ -656,7 +687,7 @@ cdef class ItchBookApplier:
                     int64_t shares, const unsigned char* m, uint64_t match, uint8_t printable,
                     uint64_t seq) except -1:
         cdef ItchTrade* tr = &self._trades[self._n_trades]
-        tr.price = price
+        tr.price = self._ticks(instrument, price)
         tr.shares = shares
         tr.ts = <int64_t>wire_get_u48(m + 5)
         tr.match = match

@@ -569,3 +569,26 @@ def test_stub_covers_the_public_names():
     public = {n for n in dir(itch) if not n.startswith("_")
               and type(getattr(itch, n)).__name__ != "module"}
     assert public <= names, sorted(public - names)
+
+
+def test_price_divisor_keeps_books_in_instrument_ticks():
+    """A $0.01-tick instrument: wire price4 1012300 ($101.23) is book tick 10123."""
+    book = L2Book("AAPL")
+    app = itch.ItchBookApplier(books=[book], strict=False)
+    app.set_price_divisor("AAPL", 100)
+    assert app.price_divisor("AAPL") == 100
+    b = itch.MoldPacketBuilder("S", 1)
+    b.stock_directory(3, 0, 1, "AAPL")
+    b.add_order(3, 0, 2, 1, "B", 100, "AAPL", 1012300)
+    b.add_order(3, 0, 3, 2, "S", 50, "AAPL", 1012500)
+    b.order_executed(3, 0, 4, 2, 20, 99)
+    r = app.apply_packet(b.flush()[0])
+    assert (book.best_bid, book.best_ask, book.best_ask_size) == (10123, 10125, 30)
+    assert r.anomalies == 0 and list(r.trades["price"]) == [10125]
+    b.add_order(3, 0, 5, 3, "B", 10, "AAPL", 1012350)   # half a tick: counted, rounded down
+    r = app.apply_packet(b.flush()[0])
+    assert r.anomalies == 1 and book.size_at(0, 10123) == 110
+    with pytest.raises(ValueError, match="price4_per_tick"):
+        app.set_price_divisor("AAPL", 0)
+    with pytest.raises(KeyError, match="MSFT"):
+        app.set_price_divisor("MSFT", 100)
