@@ -18,7 +18,7 @@ import orjson
 
 from engine.errors import EngineError
 
-MODULES = ("book", "matching", "risk", "fix", "itch", "ouch")
+MODULES = ("book", "matching", "risk", "fix", "itch", "ouch", "feed")
 
 
 def _checkout_root() -> Path:
