@@ -137,19 +137,11 @@ def utc_timestamp(now: float, millis: bool = True) -> bytes:
 
 
 def parse_utc_timestamp(value: bytes) -> float | None:
-    """Seconds since the epoch, or None when `value` is not a FIX UTCTimestamp."""
+    """Seconds since the epoch, or None when `value` is not a FIX UTCTimestamp
+    (YYYYMMDD-HH:MM:SS with optional .sss, .ssssss or .sssssssss; the compiled parser)."""
     try:
-        text = value.decode("ascii")
-        base, _, frac = text.partition(".")
-        st = time.strptime(base, "%Y%m%d-%H:%M:%S")
-        import calendar
-        secs = calendar.timegm(st)
-        if frac:
-            if not frac.isdigit():
-                return None
-            secs += int(frac) / (10 ** len(frac))
-        return float(secs)
-    except (ValueError, UnicodeDecodeError):
+        return fixcodec.parse_utc_timestamp(value) / 1e9
+    except (ValueError, TypeError):
         return None
 
 
@@ -511,11 +503,11 @@ class FixSession:
             if check_too_low and seq < self.next_target_seq:
                 self._target_too_low(msg, seq)
                 return False
-            if self.resend_range is not None:
-                begin, end = self.resend_range
-                if end == 0 or seq >= end:
-                    if not self.queue or seq >= max(self.queue):
-                        self.resend_range = None
+            if self.resend_range is not None and seq >= self.resend_range[1]:
+                # QF: the request is satisfied once the message before the one that
+                # revealed the gap has arrived; a later gap gets its own ResendRequest
+                # (e.g. an unqueued too-high ResendRequest of the counterparty).
+                self.resend_range = None
         self.last_received = self.monotonic()
         self.test_requests_outstanding = 0
         return True
@@ -543,7 +535,9 @@ class FixSession:
         self.queue[seq] = msg
         if self.resend_range is not None and seq >= self.resend_range[0]:
             return  # a ResendRequest for this range is already outstanding
-        self.send_resend_request(self.next_target_seq, 0)
+        begin = self.next_target_seq
+        self.send_resend_request(begin, 0)
+        self.resend_range = (begin, seq - 1)   # QF records the gap's end although 16=0 is sent
 
     def _target_too_low(self, msg, seq: int) -> None:
         if msg.get(43) != b"Y":
@@ -669,8 +663,15 @@ class FixSession:
             new_seq = min(end + 1, next_out)
             self._send_gap_fill(begin if last_seq < begin else last_seq + 1, new_seq)
         seq_raw = msg.get(34)
-        if seq_raw is not None and seq_raw.isdigit() and int(seq_raw) == self.next_target_seq:
-            self._incr_target()
+        if seq_raw is not None and seq_raw.isdigit():
+            seq = int(seq_raw)
+            if seq == self.next_target_seq:
+                self._incr_target()
+            elif seq > self.next_target_seq:
+                # Serviced already; queue it so that it is counted once the gap before it
+                # closes (and ask for that gap unless a request is outstanding). Without
+                # this the sequence stays one behind until the next message reveals it.
+                self._target_too_high(msg, seq)
 
     # ----------------------------------------------------------------- timers
     def on_timer(self, now: float | None = None) -> None:

@@ -34,6 +34,7 @@ class FixConnection(asyncio.Protocol):
         self.parser = fixcodec.FixParser()
         self.transport: asyncio.Transport | None = None
         self.peer = None
+        self.connected_at = 0.0
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -42,6 +43,9 @@ class FixConnection(asyncio.Protocol):
         set_nodelay(transport)
         if self.session is not None:
             self.session.attach(transport)  # initiator: sends Logon
+        elif self.acceptor is not None:
+            self.connected_at = asyncio.get_running_loop().time()
+            self.acceptor.pending.add(self)   # dropped unless it logs on in time
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -86,6 +90,7 @@ class FixConnection(asyncio.Protocol):
             self._drop(f"session {msg.get(49)!r} already logged on (duplicate identity)")
             return False
         self.session = session
+        self.acceptor.pending.discard(self)
         session.attach(self.transport)
         return True
 
@@ -93,17 +98,24 @@ class FixConnection(asyncio.Protocol):
         if self.session is not None and self.session.transport is self.transport:
             self.session.detach("connection lost" if exc is None else f"connection lost: {exc}")
         self.transport = None
+        if self.acceptor is not None:
+            self.acceptor.pending.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
 
 class FixAcceptor:
-    """A FIX acceptor serving a fixed set of sessions on one TCP port."""
+    """A FIX acceptor serving a fixed set of sessions on one TCP port.
 
-    def __init__(self, sessions: Iterable[FixSession]):
+    A connection that has not logged on within `logon_timeout_s` (e.g. one that only
+    sends bytes without "8=FIX") is closed."""
+
+    def __init__(self, sessions: Iterable[FixSession], logon_timeout_s: float = 10.0):
         self.sessions = {(s.target, s.sender): s for s in sessions}
         self.server: asyncio.AbstractServer | None = None
         self._timer: asyncio.Task | None = None
+        self.logon_timeout_s = logon_timeout_s
+        self.pending: set[FixConnection] = set()   # connections not bound to a session yet
 
     def lookup(self, their_comp_id: bytes | None, our_comp_id: bytes | None) -> FixSession | None:
         return self.sessions.get((their_comp_id, our_comp_id))
@@ -115,8 +127,14 @@ class FixAcceptor:
         return self.server.sockets[0].getsockname()[1]
 
     async def _run_timers(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(TIMER_INTERVAL_S)
+            if self.pending:
+                now = loop.time()
+                for conn in [c for c in self.pending if now - c.connected_at >= self.logon_timeout_s]:
+                    self.pending.discard(conn)
+                    conn._drop(f"no Logon within {self.logon_timeout_s:g} s")
             for session in self.sessions.values():
                 try:
                     session.on_timer()
@@ -132,6 +150,9 @@ class FixAcceptor:
                 session.send_logout()
             session.disconnect("acceptor stopping")
             session.store.close()
+        for conn in list(self.pending):
+            conn._drop("acceptor stopping")
+        self.pending.clear()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -213,7 +234,7 @@ class FixInitiator:
             if conn is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(conn.closed), self.session.config.logout_timeout_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         self.session.disconnect("initiator stopping")
         if self._task is not None:
