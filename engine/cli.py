@@ -50,11 +50,86 @@ def _cmd_venue(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat,
             fault_reject_rate=args.fault_reject_rate, fault_reject_seed=args.fault_reject_seed,
             fault_ack_delay_ms=args.fault_ack_delay_ms, fault_halt=halts,
-            fault_drop_after_orders=args.fault_drop_after_orders)
+            fault_drop_after_orders=args.fault_drop_after_orders,
+            itch_request_port=None if args.no_itch else args.itch_request_port, itch_session=args.itch_session,
+            ouch_port=args.ouch_port, ouch_user=args.ouch_user, ouch_password_env=args.ouch_password_env)
         options.password()   # a missing password variable is an error now, not at the first Logon
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
     return venue.main_serve(options, loop=args.loop)
+
+
+def _run_options(args: argparse.Namespace):
+    from engine.runtime import RunOptions
+    if args.admin_port is not None and not 0 <= args.admin_port <= 65535:
+        raise EngineError(f"--admin-port {args.admin_port}: allowed 0..65535")
+    if getattr(args, "duration", None) is not None and args.duration <= 0:
+        raise EngineError(f"--duration {args.duration}: must be > 0 seconds")
+    return RunOptions(config_path=args.config, stage=args.stage, admin_port=args.admin_port,
+                      duration_s=getattr(args, "duration", None), force=getattr(args, "force", False),
+                      cpu=getattr(args, "cpu", None))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine import runtime
+    from gateway.loops import run
+    return run(runtime.run(_run_options(args)), loop=args.loop)
+
+
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from engine import runtime
+    from gateway.loops import run
+    return run(runtime.preflight_main(_run_options(args)), loop=args.loop)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from engine.config import check_main
+    return check_main(args.check)
+
+
+def _store_path(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from engine.config import load_config
+    if args.store:
+        return args.store
+    cfg = load_config(args.config, check_secrets=False)
+    return str(Path(cfg.storage.directory) / "evidence.db")
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from engine.promotion import promote_main
+    return promote_main(_store_path(args), args.to, dry_run=args.dry_run)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from engine.report import report_main
+    return report_main(_store_path(args), args.out)
+
+
+def _admin_target(args: argparse.Namespace) -> tuple[str, int, str | None]:
+    from engine import admin
+    return args.host, args.port, admin.resolve_token(None)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from engine import admin
+    host, port, _ = _admin_target(args)
+    return admin.status_main(host, port)
+
+
+def _cmd_kill(args: argparse.Namespace) -> int:
+    from engine import admin
+    host, port, token = _admin_target(args)
+    if args.reset:
+        return admin.kill_reset_main(host, port, token=token)
+    return admin.kill_main(host, port, token=token, flatten=args.flatten)
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from engine import admin
+    host, port, token = _admin_target(args)
+    return admin.reconcile_main(host, port, token=token)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -145,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "and at shutdown")
     mkt.add_argument("--statement-interval", type=float, default=5.0, metavar="SECONDS",
                      help="how often the statement is rewritten (default %(default)s)")
+    md = venue.add_argument_group("market data feed and OUCH order entry")
+    md.add_argument("--itch-request-port", type=int, default=venue_mod.DEFAULT_ITCH_REQUEST_PORT, metavar="PORT",
+                    help="UDP port of the ITCH 5.0/MoldUDP64 feed's subscription and retransmission service; "
+                         "engines subscribe here (default %(default)s; 0 picks one and prints it)")
+    md.add_argument("--itch-session", default=venue_mod.DEFAULT_ITCH_SESSION,
+                    help="MoldUDP64 session name (default %(default)s)")
+    md.add_argument("--no-itch", action="store_true", help="publish no market data feed")
+    md.add_argument("--ouch-port", type=int, default=None, metavar="PORT",
+                    help="OUCH 4.2 over SoupBinTCP order entry port (default: none; 0 picks one)")
+    md.add_argument("--ouch-user", default=venue_mod.DEFAULT_OUCH_USER,
+                    help="SoupBinTCP username, its own exchange account (default %(default)s)")
+    md.add_argument("--ouch-password-env", default=None, metavar="VAR",
+                    help="environment variable holding the OUCH password (required with --ouch-port)")
     flt = venue.add_argument_group("fault injection (also switchable at run time via --control-port)")
     flt.add_argument("--fault-reject-rate", type=float, default=0.0, metavar="RATE",
                      help="reject this share of new orders, 0..1, 1 = all (default 0)")
@@ -157,6 +245,57 @@ def build_parser() -> argparse.ArgumentParser:
                      help="abort the order-entry connection (no Logout) after N order messages; 0 = never "
                           "(default 0)")
     venue.set_defaults(func=_cmd_venue)
+
+    stages = ("paper", "shadow", "small", "live")
+    for name, helptext, func in (("run", "run the engine in a stage against a venue", _cmd_run),
+                                 ("preflight", "run the pre-flight checks; non-zero exit if any fails",
+                                  _cmd_preflight)):
+        p = sub.add_parser(name, help=helptext, description=helptext + ". Without --config the built-in "
+                           "sample configuration is used (venue simulator defaults on 127.0.0.1).")
+        p.add_argument("--config", metavar="FILE", default=None, help="TOML configuration (default: built-in sample)")
+        p.add_argument("--stage", choices=stages, default=None, help="stage (default: the config's)")
+        p.add_argument("--admin-port", type=int, default=None, metavar="PORT",
+                       help="admin endpoint port on 127.0.0.1 (/metrics, /healthz, /status, POST /kill)")
+        p.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"), help="event loop")
+        if name == "run":
+            p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                           help="stop by itself after this long (default: run until SIGINT/SIGTERM)")
+            p.add_argument("--force", action="store_true",
+                           help="run a stage not reached by promotion (recorded as a forced run)")
+            p.add_argument("--cpu", type=int, default=None, metavar="N", help="pin the process to CPU N")
+        p.set_defaults(func=func)
+
+    cfg = sub.add_parser("config", help="validate a configuration file without running")
+    cfg.add_argument("--check", metavar="FILE", required=True, help="the TOML file to validate")
+    cfg.set_defaults(func=_cmd_config)
+
+    for name, helptext, func in (("promote", "evaluate the promotion criteria on recorded evidence", _cmd_promote),
+                                 ("report", "stage comparison report (HTML with PNG plots, and a table)",
+                                  _cmd_report)):
+        p = sub.add_parser(name, help=helptext, description=helptext + ".")
+        p.add_argument("--config", metavar="FILE", default=None, help="configuration (for the storage directory)")
+        p.add_argument("--store", metavar="FILE", default=None, help="evidence database (default: storage/evidence.db)")
+        if name == "promote":
+            p.add_argument("--to", required=True, choices=("paper", "shadow", "small", "live"),
+                           help="the stage to promote to")
+            p.add_argument("--dry-run", action="store_true", help="evaluate without recording the decision")
+        else:
+            p.add_argument("--out", metavar="DIR", default="report", help="output directory (default %(default)s)")
+        p.set_defaults(func=func)
+
+    from engine import admin as admin_mod
+    for name, helptext, func in (("status", "status of a running engine", _cmd_status),
+                                 ("kill", "trip the kill switch of a running engine (token required)", _cmd_kill),
+                                 ("reconcile", "reconcile a running engine with the venue (token required)",
+                                  _cmd_reconcile)):
+        p = sub.add_parser(name, help=helptext, description=helptext + f". The token is read from "
+                           f"${admin_mod.TOKEN_ENV}; it is never taken on the command line.")
+        p.add_argument("--host", default=admin_mod.DEFAULT_HOST, help="admin host (default %(default)s)")
+        p.add_argument("--port", type=int, default=8787, help="admin port (default %(default)s)")
+        if name == "kill":
+            p.add_argument("--flatten", action="store_true", help="also flatten positions")
+            p.add_argument("--reset", action="store_true", help="reset a tripped (latched) kill switch")
+        p.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="latency benchmarks, printed and written as JSON")
     bench.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON here")

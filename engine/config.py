@@ -157,6 +157,9 @@ class VenueConfig:
     username: str | None
     password: Secret | None
     heartbeat_s: int = 30
+    feed_host: str = "127.0.0.1"     # the venue's ITCH 5.0 / MoldUDP64 feed
+    feed_request_port: int = 9880    # its retransmission/subscription port (UDP)
+    feed_session: str = "VENUE1"     # MoldUDP64 session name
 
 
 @dataclass(frozen=True)
@@ -598,6 +601,10 @@ def _venue(top: _Table) -> VenueConfig | None:
         username=t.str_("username", None),
         password=_secret(t, "password"),
         heartbeat_s=t.int_("heartbeat_s", 30, 1, 300),
+        feed_host=t.str_("feed_host", "127.0.0.1"),
+        feed_request_port=t.int_("feed_request_port", 9880, 1, 65535),
+        feed_session=t.str_("feed_session", "VENUE1", pattern=re.compile(r"^[\x21-\x7e]{1,10}$"),
+                            what="1..10 printable characters"),
     )
     t.done()
     return v

@@ -294,6 +294,31 @@ class FixOrderClient:
             sending_time_ns=self._now_ns())
         self.session.commit_encoded(b"H", data)
 
+    async def heartbeat_roundtrip(self, timeout_s: float = 2.0) -> float | None:
+        """Send a TestRequest and time the Heartbeat that answers it (seconds), or None
+        when no answer came within `timeout_s` or the session is not logged on."""
+        if not self.session.logged_on:
+            return None
+        loop = asyncio.get_running_loop()
+        test_req_id = f"RTT{time.monotonic_ns()}".encode()
+        answered: asyncio.Future = loop.create_future()
+
+        def on_heartbeat(received: bytes) -> None:
+            if received == test_req_id and not answered.done():
+                answered.set_result(time.perf_counter())
+
+        previous = self.session.on_heartbeat
+        self.session.on_heartbeat = on_heartbeat
+        try:
+            started = time.perf_counter()
+            self.session.send_test_request(test_req_id.decode())
+            try:
+                return await asyncio.wait_for(answered, timeout_s) - started
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            self.session.on_heartbeat = previous
+
     # ------------------------------------------------------- session application
     def on_logon(self, session: FixSession) -> None:
         self.initiator.notify_logged_on()

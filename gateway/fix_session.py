@@ -184,6 +184,8 @@ class FixSession:
         self.rejects_sent = 0
         self.resends_served = 0
         self.last_disconnect_reason = ""
+        # called with the TestReqID of a Heartbeat that answers our TestRequest (pre-flight RTT)
+        self.on_heartbeat: Callable[[bytes], None] | None = None
 
     # ------------------------------------------------------------------ state
     def _reset_connection_state(self) -> None:
@@ -444,6 +446,9 @@ class FixSession:
             elif msg_type == b"0":
                 if self._verify(msg):
                     self._incr_target()
+                    test_req_id = msg.get(112)
+                    if test_req_id is not None and self.on_heartbeat is not None:
+                        self.on_heartbeat(test_req_id)
             elif msg_type == b"1":
                 if self._verify(msg):
                     self.send_heartbeat(msg.get(112))

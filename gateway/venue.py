@@ -37,6 +37,8 @@ from gateway.fix_store import MemoryStore, SqliteStore
 from gateway.fix_transport import FixAcceptor
 from gateway.fix_venue import COD_MODES, FixVenue, FixVenueConfig
 from gateway.instruments import DEFAULT_TICK_SIZE, Instrument
+from gateway.itch_feed import ItchPublisher
+from gateway.ouch_session import OuchVenue, OuchVenueConfig
 from gateway.loops import run
 
 log = logging.getLogger("gateway.venue")
@@ -46,6 +48,9 @@ DEFAULT_FIX_PORT = 9878
 DEFAULT_VENUE_COMP_ID = "VENUE"
 DEFAULT_ENGINE_COMP_ID = "ENGINE"
 DEFAULT_SYMBOLS = ("AAPL", "MSFT")
+DEFAULT_ITCH_REQUEST_PORT = 9880   # engine side: venue.feed_request_port in the config
+DEFAULT_ITCH_SESSION = "VENUE1"
+DEFAULT_OUCH_USER = "OUCH1"
 FIX_APPS = ("venue", "echo")
 
 
@@ -88,6 +93,14 @@ class VenueOptions:
     fault_ack_delay_ms: float = 0.0
     fault_halt: tuple[str, ...] = ()
     fault_drop_after_orders: int = 0
+    # market data (venue app): ITCH 5.0 over MoldUDP64 on UDP
+    itch_request_port: int | None = DEFAULT_ITCH_REQUEST_PORT   # None: no feed
+    itch_session: str = DEFAULT_ITCH_SESSION
+    itch_targets: tuple[tuple[str, int], ...] = ()               # static subscribers
+    # OUCH 4.2 over SoupBinTCP order entry (venue app)
+    ouch_port: int | None = None           # None: no OUCH port
+    ouch_user: str = DEFAULT_OUCH_USER     # an exchange account of its own
+    ouch_password_env: str | None = None   # variable holding the OUCH password (required with a port)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)   # room for other ports' options
 
     def __post_init__(self) -> None:
@@ -138,6 +151,17 @@ class VenueOptions:
         for sym in self.fault_halt:
             if sym not in self.symbols:
                 raise ValueError(f"--fault-halt {sym}: not one of --symbols ({', '.join(self.symbols)})")
+        if self.itch_request_port is not None and not 0 <= self.itch_request_port <= 65535:
+            raise ValueError(f"--itch-request-port {self.itch_request_port}: allowed 0..65535")
+        if not 1 <= len(self.itch_session) <= 10 or not self.itch_session.isprintable():
+            raise ValueError(f"--itch-session {self.itch_session!r}: 1..10 printable characters")
+        if self.ouch_port is not None:
+            if not 0 <= self.ouch_port <= 65535:
+                raise ValueError(f"--ouch-port {self.ouch_port}: allowed 0..65535")
+            if self.ouch_user in self.target_comp_ids:
+                raise ValueError(f"--ouch-user {self.ouch_user}: already a FIX account (--target-comp-id)")
+            if self.ouch_password_env is None:
+                raise ValueError("--ouch-port needs --ouch-password-env (the variable holding the password)")
         try:
             ex.Faults(self.fault_reject_rate, self.fault_reject_seed, self.fault_ack_delay_ms, (),
                       self.fault_drop_after_orders)
@@ -211,6 +235,11 @@ def market_sources(options: VenueOptions) -> dict[str, ex.MarketSource] | None:
 class Venue:
     """Everything `engine venue` runs, startable in-process (tests, the demo)."""
 
+    publisher: ItchPublisher | None = None
+    ouch: OuchVenue | None = None
+    itch_request_port: int | None = None
+    ouch_port: int | None = None
+
     def __init__(self, options: VenueOptions) -> None:
         self.options = options
         self.exchange: ex.Exchange | None = None
@@ -252,6 +281,18 @@ class Venue:
             self._tasks.append(loop.create_task(self._replay()))
         if o.statement_path:
             self._tasks.append(loop.create_task(self._statements()))
+        if o.itch_request_port is not None:
+            self.publisher = ItchPublisher(targets=o.itch_targets, host=o.host, request_port=o.itch_request_port,
+                                           session=o.itch_session)
+            self.publisher.attach(self.exchange)   # resting orders are published at start
+            self.itch_request_port = await self.publisher.start()
+        if o.ouch_port is not None:
+            password = os.environ.get(o.ouch_password_env or "")
+            if not password:
+                raise ValueError(f"--ouch-password-env {o.ouch_password_env}: the variable is not set or empty")
+            self.ouch = OuchVenue(self.exchange, OuchVenueConfig(
+                users=((o.ouch_user, password),), cancel_on_disconnect=o.cancel_on_disconnect != "off"))
+            self.ouch_port = await self.ouch.start(o.host, o.ouch_port)
         if o.control_port is not None:
             self.control = ControlServer(self.faults, self.exchange.statement_csv, self.status)
             self.control_port = await self.control.start(o.control_host, o.control_port)
@@ -306,6 +347,11 @@ class Venue:
         if self.exchange is not None:
             lines.append(f"venue: symbols {', '.join(f'{i.symbol} (tick {i.tick_size})' for i in o.instruments())}; "
                          f"seed {o.seed}; replay {o.replay_events_per_tick} events per {o.replay_tick_ms:g} ms")
+        if self.itch_request_port is not None:
+            lines.append(f"venue: ITCH 5.0/MoldUDP64 feed session {o.itch_session}: subscribe and retransmit "
+                         f"on udp {o.host}:{self.itch_request_port}")
+        if self.ouch_port is not None:
+            lines.append(f"venue: OUCH 4.2/SoupBinTCP order entry on {o.host}:{self.ouch_port} for {o.ouch_user}")
         if self.control_port is not None:
             lines.append(f"venue: control endpoint http://{o.control_host}:{self.control_port}/faults")
         if o.statement_path:
@@ -328,6 +374,11 @@ class Venue:
                 log.exception("venue: service stop failed")
         if self.control is not None:
             await self.control.stop()
+        if self.ouch is not None:
+            self.ouch.end_session()
+            await self.ouch.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.fix is not None:
             await self.fix.stop()
         elif self.acceptor is not None:

@@ -1,0 +1,393 @@
+"""Structured logging: JSON lines written by a background thread, secrets redacted.
+
+``setup_logging(LogConfig(directory=...))`` installs one ``QueueHandler`` on the
+``engine`` and ``gateway`` loggers (and on the three record loggers below); a
+``QueueListener`` thread formats the records with orjson and writes the files, so no
+file I/O happens on the event loop. The caller's thread only copies the record, with
+its message formatted, onto the queue.
+
+Files in ``directory``:
+
+* ``engine.log`` -- the system log: everything from ``engine.*`` and ``gateway.*``
+  (and the root logger) at ``level`` or above, except the record logs below;
+* ``orders.log`` -- ``log_order(event, **fields)`` (logger ``engine.orderlog``);
+* ``fills.log``  -- ``log_fill(**fields)`` (logger ``engine.filllog``);
+* ``risk.log``   -- ``log_risk(event, **fields)`` (logger ``engine.risklog``).
+
+One JSON object per line::
+
+    {"ts":"2024-05-01T13:45:12.123456Z","level":"INFO","logger":"engine.orderlog",
+     "msg":"new","cl_ord_id":42,"symbol":"AAPL","qty":100}
+
+``ts`` is UTC with microseconds; fields passed as ``extra=`` (or to the ``log_*``
+helpers) become top-level keys; ``exc`` holds a formatted traceback.
+
+Rotation is by size (``rotation="size"``, ``max_bytes``, ``backup_count``) or by time
+(``rotation="time"``, ``when``/``interval`` as ``TimedRotatingFileHandler``, in UTC).
+With ``archive_dir`` set, a rotated file is gzip-compressed into that directory as
+``<name>.<UTC timestamp>.gz`` instead of being kept beside the live file; retention of
+the archive is ``engine.store.apply_retention``.
+
+Redaction (`RedactionFilter`, on every file handler): values under keys that look
+secret (password, passwd, token, secret, authorization, api_key, routing_key,
+private_key, credential, cookie), ``Bearer ...`` and ``key=value`` forms of those
+keys inside messages, and every value passed to `register_secret` are replaced by
+``[REDACTED]`` before a record is written. Register the admin token, the PagerDuty
+routing key, venue passwords at startup.
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import logging
+import logging.handlers
+import os
+import queue
+import re
+import shutil
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import ConfigError
+
+REDACTED = "[REDACTED]"
+ORDER_LOGGER = "engine.orderlog"
+FILL_LOGGER = "engine.filllog"
+RISK_LOGGER = "engine.risklog"
+_RECORD_LOGGERS = {ORDER_LOGGER: "orders.log", FILL_LOGGER: "fills.log", RISK_LOGGER: "risk.log"}
+
+# Keys whose values are never logged (matched anywhere in the key, case-insensitive).
+_SECRET_KEY_RE = re.compile(
+    r"pass(?:word|wd|phrase)?|token|secret|authori[sz]ation|api[_-]?key|routing[_-]?key|"
+    r"private[_-]?key|credential|cookie", re.IGNORECASE)
+_BEARER_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_KV_RE = re.compile(
+    r"(?i)\b([\w-]*(?:pass(?:word|wd|phrase)?|token|secret|authori[sz]ation|api[_-]?key|routing[_-]?key|"
+    r"private[_-]?key|credential|cookie)[\w-]*)(\"?'?\s*[:=]\s*\"?'?)([^\s\"',;&}]+)")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_re: re.Pattern[str] | None = None
+
+# Attributes every LogRecord has; anything else came in through extra= and is a field.
+_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def register_secret(value: str | None) -> None:
+    """Never log this value (values shorter than 4 characters are ignored: redacting
+    them would mangle ordinary text)."""
+    global _secret_re
+    if not value or len(value) < 4:
+        return
+    with _secrets_lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        alts = sorted(_secrets, key=len, reverse=True)
+        _secret_re = re.compile("|".join(re.escape(s) for s in alts))
+
+
+def clear_secrets() -> None:
+    """Forget the registered secrets (tests)."""
+    global _secret_re
+    with _secrets_lock:
+        _secrets.clear()
+        _secret_re = None
+
+
+def redact_text(text: str) -> str:
+    """The text with registered secrets, bearer credentials and ``secretkey=value``
+    pairs replaced by ``[REDACTED]``."""
+    pat = _secret_re
+    if pat is not None:
+        text = pat.sub(REDACTED, text)
+    if "earer" in text or "asic" in text:
+        text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def redact_value(value: Any, key: str | None = None) -> Any:
+    """Redact a field value: everything under a secret-looking key; recursively
+    inside mappings and sequences; strings through `redact_text`."""
+    if key is not None and _SECRET_KEY_RE.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact_value(v) for v in value]
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
+
+
+class RedactionFilter(logging.Filter):
+    """Redacts the message, the traceback and every extra field of a record (it
+    modifies the record, so put it on handlers that see a private copy, such as the
+    handlers behind a QueueListener)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())
+        record.args = None
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        for key, value in list(vars(record).items()):
+            if key not in _STD_ATTRS:
+                setattr(record, key, redact_value(value, key))
+        return True
+
+
+def utc_timestamp(created: float) -> str:
+    """``2024-05-01T13:45:12.123456Z`` from an epoch-seconds float."""
+    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return repr(obj)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts (UTC, microseconds), level, logger, msg, the
+    extra fields, and exc (a traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": utc_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STD_ATTRS and key not in doc:
+                doc[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info))
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.levelno >= logging.WARNING and record.threadName not in (None, "MainThread"):
+            doc["thread"] = record.threadName
+        return orjson.dumps(doc, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class _PreparingQueueHandler(logging.handlers.QueueHandler):
+    """QueueHandler that keeps the extra fields (the stock one formats them away) and
+    formats the message and the traceback on the caller's thread, so the record on
+    the queue holds no references to mutable caller objects."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        rec = copy.copy(record)
+        rec.msg = record.getMessage()
+        rec.args = None
+        if record.exc_info:
+            rec.exc_text = "".join(traceback.format_exception(*record.exc_info))
+        rec.exc_info = None
+        rec.stack_info = record.stack_info
+        return rec
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:                    # never block the event loop on logging
+            self.dropped += 1
+
+    dropped = 0
+
+
+class _NameFilter(logging.Filter):
+    def __init__(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if self.include and not any(name == p or name.startswith(p + ".") for p in self.include):
+            return False
+        return not any(name == p or name.startswith(p + ".") for p in self.exclude)
+
+
+def _archiving_rotator(archive_dir: Path):
+    def rotate(source: str, dest: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = archive_dir / f"{Path(source).name}.{stamp}.gz"
+        with open(source, "rb") as src, gzip.open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.remove(source)
+    return rotate
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where and how the engine logs. ``rotation``: "size" or "time" (or "none")."""
+    directory: str | os.PathLike[str]
+    level: str = "INFO"
+    rotation: str = "size"
+    max_bytes: int = 64 * 1024 * 1024
+    backup_count: int = 10
+    when: str = "midnight"
+    interval: int = 1
+    archive_dir: str | os.PathLike[str] | None = None
+    console: bool = False
+    queue_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.rotation not in ("size", "time", "none"):
+            raise ConfigError(f"logging.rotation: expected size, time or none, got {self.rotation!r}")
+        if logging.getLevelName(str(self.level).upper()) not in (10, 20, 30, 40, 50):
+            raise ConfigError(f"logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.level!r}")
+        if self.rotation == "size" and self.max_bytes < 1024:
+            raise ConfigError(f"logging.max_bytes: must be >= 1024, got {self.max_bytes}")
+        if self.backup_count < 0:
+            raise ConfigError(f"logging.backup_count: must be >= 0, got {self.backup_count}")
+        if self.interval < 1:
+            raise ConfigError(f"logging.interval: must be >= 1, got {self.interval}")
+        if self.queue_size < 1:
+            raise ConfigError(f"logging.queue_size: must be >= 1, got {self.queue_size}")
+
+
+class LoggingHandle:
+    """What `setup_logging` installed; ``stop()`` flushes and removes it."""
+
+    def __init__(self, listener: logging.handlers.QueueListener, queue_handler: _PreparingQueueHandler,
+                 loggers: list[logging.Logger], handlers: list[logging.Handler],
+                 saved_levels: dict[str, int]) -> None:
+        self.listener = listener
+        self.queue_handler = queue_handler
+        self.loggers = loggers
+        self.handlers = handlers
+        self._saved_levels = saved_levels
+        self._stopped = False
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the queue was full."""
+        return self.queue_handler.dropped
+
+    def flush(self) -> None:
+        """Wait until every record queued so far has been written (stops and restarts
+        the listener thread; for tests and shutdown)."""
+        if self._stopped:
+            return
+        self.listener.stop()
+        for h in self.handlers:
+            h.flush()
+        self.listener.start()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for lg in self.loggers:
+            lg.removeHandler(self.queue_handler)
+            if lg.name in self._saved_levels:
+                lg.setLevel(self._saved_levels[lg.name])
+        self.listener.stop()
+        for h in self.handlers:
+            h.flush()
+            h.close()
+
+
+def _file_handler(cfg: LogConfig, path: Path) -> logging.Handler:
+    if cfg.rotation == "size":
+        h: logging.Handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=cfg.max_bytes, backupCount=cfg.backup_count, encoding="utf-8")
+    elif cfg.rotation == "time":
+        h = logging.handlers.TimedRotatingFileHandler(
+            path, when=cfg.when, interval=cfg.interval, backupCount=cfg.backup_count, encoding="utf-8",
+            utc=True)
+    else:
+        h = logging.FileHandler(path, encoding="utf-8")
+    if cfg.archive_dir is not None and cfg.rotation != "none":
+        h.rotator = _archiving_rotator(Path(cfg.archive_dir))       # type: ignore[attr-defined]
+    return h
+
+
+def setup_logging(config: LogConfig, *, secrets: Iterable[str] = (),
+                  loggers: Iterable[str] = ("engine", "gateway")) -> LoggingHandle:
+    """Install the queue-based JSON logging described in the module docstring."""
+    directory = Path(config.directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if config.archive_dir is not None:
+            Path(config.archive_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"logging.directory: cannot create {exc.filename}: {exc.strerror}") from exc
+    for s in secrets:
+        register_secret(s)
+    level = logging.getLevelName(str(config.level).upper())
+    formatter = JsonFormatter()
+    redaction = RedactionFilter()
+    handlers: list[logging.Handler] = []
+
+    system = _file_handler(config, directory / "engine.log")
+    system.setLevel(level)
+    system.addFilter(_NameFilter(exclude=_RECORD_LOGGERS))
+    handlers.append(system)
+    for name, filename in _RECORD_LOGGERS.items():
+        h = _file_handler(config, directory / filename)
+        h.addFilter(_NameFilter(include=[name]))
+        handlers.append(h)
+    if config.console:
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(level)
+        console.addFilter(_NameFilter(exclude=_RECORD_LOGGERS))
+        handlers.append(console)
+    for h in handlers:
+        h.addFilter(redaction)          # redaction runs after the name filter, on the listener thread
+        h.setFormatter(formatter)
+
+    q: queue.Queue[logging.LogRecord] = queue.Queue(config.queue_size)
+    qh = _PreparingQueueHandler(q)
+    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    installed: list[logging.Logger] = []
+    saved: dict[str, int] = {}
+    for name in [*loggers, *_RECORD_LOGGERS]:
+        lg = logging.getLogger(name)
+        saved[name] = lg.level
+        lg.addHandler(qh)
+        if name in _RECORD_LOGGERS:
+            lg.setLevel(logging.INFO)
+            lg.propagate = False
+        else:
+            lg.setLevel(level)
+        installed.append(lg)
+    listener.start()
+    return LoggingHandle(listener, qh, installed, handlers, saved)
+
+
+def _emit(logger_name: str, event: str, fields: Mapping[str, Any]) -> None:
+    lg = logging.getLogger(logger_name)
+    if lg.isEnabledFor(logging.INFO):
+        clash = set(fields) & _STD_ATTRS
+        extra = {(f"{k}_" if k in clash else k): v for k, v in fields.items()}
+        lg.info(event, extra=extra)
+
+
+def log_order(event: str, **fields: Any) -> None:
+    """One line in orders.log: ``event`` (new, ack, cancel, replace, reject, ...) and fields."""
+    _emit(ORDER_LOGGER, event, fields)
+
+
+def log_fill(**fields: Any) -> None:
+    """One line in fills.log."""
+    _emit(FILL_LOGGER, "fill", fields)
+
+
+def log_risk(event: str, **fields: Any) -> None:
+    """One line in risk.log: ``event`` (reject, breach, kill, reset, ...) and fields."""
+    _emit(RISK_LOGGER, event, fields)

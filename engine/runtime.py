@@ -1,0 +1,473 @@
+"""`engine run --stage S`: the trading core against a venue, on uvloop.
+
+A stage selects two things only (DESIGN.md):
+
+| stage  | market data                   | execution                                   |
+|--------|-------------------------------|---------------------------------------------|
+| paper  | the venue's ITCH feed         | simulated (engine.sim_execution)            |
+| shadow | the venue's ITCH feed         | venue (FIX) for real, simulated alongside   |
+| small  | the venue's ITCH feed         | venue (FIX); capital_limit via gross limit  |
+| live   | the venue's ITCH feed         | venue (FIX)                                 |
+
+(`backtest` replays a file instead: `engine backtest`.) Everything else is the
+`engine.assembly` trading core. The runtime adds the event loop, the feed handler, the
+admin endpoint with metrics, the journal, pre-flight checks, the promotion gate and a
+graceful stop (cancel open orders; keep or flatten positions per config).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+from core_ext import book as l2
+from engine import admin as admin_mod
+from engine.assembly import TradingCore, build_core
+from engine.config import Config, Stage, load_config
+from engine.errors import EngineError
+from engine.evidence import EvidenceStore, StageRun
+from engine.journal import Journal
+from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
+from engine.promotion import PromotionGate
+from engine.shadow_execution import ShadowExecution
+from engine.sim_execution import SimExecution
+from engine.venue_execution import FixExecution
+from gateway.itch_feed import ItchFeedHandler
+
+log = logging.getLogger("engine.runtime")
+
+TIMER_INTERVAL_S = 0.05
+REAL_STAGES = (Stage.SHADOW, Stage.SMALL, Stage.LIVE)
+
+
+@dataclass
+class RunOptions:
+    config_path: str | None = None
+    stage: str | None = None
+    admin_port: int | None = None
+    duration_s: float | None = None      # stop by itself after this long (demo, tests)
+    force: bool = False                  # run a stage not reached by promotion (recorded)
+    skip_preflight: bool = False         # only for paper: real stages always run it
+    cpu: int | None = None               # pin the process to this CPU
+    feed_wait_s: float = 5.0             # how long to wait for the first market data
+    check_only: bool = False             # pre-flight: start the parts, trade nothing, record nothing
+
+
+def price4_per_tick(tick_size: Decimal) -> int:
+    """ITCH prices carry 4 implied decimals; one instrument tick is this many of them."""
+    per = Decimal(tick_size) * 10_000
+    if per != per.to_integral_value() or per < 1:
+        raise EngineError(f"tick size {tick_size} is not a whole number of ITCH price units (0.0001)")
+    return int(per)
+
+
+def config_digest(config: Config) -> str:
+    """Digest of what makes a run comparable across stages (strategy, instruments, risk)."""
+    parts = [config.strategy.spec, repr(sorted(config.strategy.params.items()))]
+    parts += [f"{i.symbol}:{i.tick_size}:{i.lot_size}" for i in config.instruments]
+    parts.append(repr(config.risk))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Runtime:
+    config: Config
+    stage: Stage
+    options: RunOptions
+    core: TradingCore | None = None
+    books: dict[str, l2.L2Book] = field(default_factory=dict)
+    feed: ItchFeedHandler | None = None
+    sim: SimExecution | None = None
+    fix: FixExecution | None = None
+    shadow: ShadowExecution | None = None
+    journal: Journal | None = None
+    admin: admin_mod.AdminServer | None = None
+    collector: MetricsCollector | None = None
+    gate: PromotionGate | None = None
+    evidence: EvidenceStore | None = None
+    started_ns: int = 0
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    system_errors: int = 0
+    preflight_report: list = field(default_factory=list)
+    _timer_task: asyncio.Task | None = None
+    _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
+
+    # --------------------------------------------------------------- build
+    @property
+    def storage(self) -> Path:
+        return Path(self.config.storage.directory)
+
+    def _clock(self) -> int:
+        return time.time_ns()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.evidence = EvidenceStore(self.storage / "evidence.db")
+        self.gate = PromotionGate(self.evidence)
+        if not self.options.check_only and not self.gate.may_run(
+                str(self.stage), force=self.options.force, reason="engine run --force"):
+            raise EngineError(f"stage {self.stage} was not reached by promotion (current: "
+                              f"{self.gate.current_stage()}); promote first, or pass --force (recorded)")
+        if self.stage in REAL_STAGES and cfg.venue is None:
+            raise EngineError(f"stage {self.stage} needs a [venue] section in the config")
+        self.journal = Journal(self.storage / "journal")
+        self.books = {s: l2.L2Book(s) for s in cfg.instruments_by_symbol}
+        client = self._execution_client()
+        self.core = build_core(cfg, self.books, client, clock=self._clock, stage=self.stage,
+                               state_dir=self.storage, journal=self._journal)
+        self._wire_kill_switch_demotion()
+        for symbol in self.books:          # fail closed until the feed has delivered
+            self.core.on_book_stale(symbol, True)
+        await self._start_feed()
+        if self.fix is not None:
+            try:
+                await self.fix.client.start(wait_logged_on=5.0)
+            except (asyncio.TimeoutError, OSError) as exc:
+                raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our logon "
+                                  f"within 5 s ({exc!r})") from None
+        await self._start_admin()
+        self._timer_task = asyncio.get_running_loop().create_task(self._timers())
+        self.started_ns = self._clock()
+
+    def _journal(self, event: str, payload: dict) -> None:
+        # written before the order leaves the process (the order manager calls this first)
+        self.journal.append(event, payload)
+
+    def _execution_client(self):
+        cfg, st = self.config, self.stage
+        if st in (Stage.PAPER, Stage.SHADOW):
+            sim_cfg = cfg.simulation
+            self.sim = SimExecution(self.books, cfg.instruments_by_symbol, seed=sim_cfg.seed, clock=self._clock)
+        if st in REAL_STAGES:
+            v = cfg.venue
+            if v.protocol != "fix":
+                raise EngineError(f"venue.protocol {v.protocol!r}: engine run speaks FIX for now")
+            password = v.password.reveal() if v.password is not None else None
+            self.fix = FixExecution.connect(v.host, v.port, v.sender_comp_id, v.target_comp_id,
+                                            cfg.instruments, heartbeat_interval=v.heartbeat_s,
+                                            username=v.username, password=password, reset_seq_num=True)
+        if st == Stage.SHADOW:
+            self.shadow = ShadowExecution(self.fix, self.sim)
+            return self.shadow
+        return self.fix if self.fix is not None else self.sim
+
+    def _wire_kill_switch_demotion(self) -> None:
+        ks, gate, stage = self.core.killswitch, self.gate, str(self.stage)
+        original = ks.trip
+
+        def trip(reason: str, **kwargs):
+            record = original(reason, **kwargs)
+            try:
+                gate.on_kill_switch_trip(stage, reason)
+            except Exception:  # noqa: BLE001 - the trip itself must stand
+                log.exception("could not record the demotion")
+            return record
+        ks.trip = trip  # type: ignore[method-assign]
+
+    async def _start_feed(self) -> None:
+        v = self.config.venue
+        host, port, session = ((v.feed_host, v.feed_request_port, v.feed_session) if v is not None
+                               else ("127.0.0.1", 9880, "VENUE1"))
+        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
+                                    request_addr=(host, port), session=session, on_result=self._on_feed,
+                                    create_books=False, subscribe=True)
+        for symbol, inst in self.config.instruments_by_symbol.items():
+            self.feed.applier.set_price_divisor(symbol, price4_per_tick(inst.tick_size))
+        await self.feed.start()
+
+    async def _start_admin(self) -> None:
+        mon = self.config.monitoring
+        token = None
+        if mon.token is not None:
+            try:
+                token = mon.token.reveal()
+            except EngineError as exc:   # paper: no token means acting endpoints refuse (fail closed)
+                log.warning("admin token unavailable (%s): POST /kill etc. are refused", exc)
+        metrics = EngineMetrics()
+        metrics.set_info(stage=str(self.stage), version="0.1.0")
+        self.collector = MetricsCollector(metrics, disk_path=str(self.storage))
+        self.collector.add_source("risk", risk_kernel_source(self.core.kernel))
+        self.collector.add_source("engine", self._metric_values)
+        port = self.options.admin_port if self.options.admin_port is not None else mon.admin_port
+        self.admin = admin_mod.AdminServer(host=mon.admin_host, port=port, token=token, metrics=metrics,
+                                           status=self.status, health=self.health)
+        self.admin.on_kill(self._admin_kill)
+        self.admin.on_kill_reset(self._admin_kill_reset)
+        self.admin.on_flatten(self._admin_flatten)
+        self.admin.on_reconcile(self._admin_reconcile)
+        await self.admin.start()
+        self.collector.start()
+        print(f"engine: stage {self.stage} admin on http://{mon.admin_host}:{self.admin.port} "
+              f"(/metrics /healthz /status)", flush=True)
+
+    # ---------------------------------------------------------------- events
+    def _on_feed(self, result) -> None:
+        core, now = self.core, self._clock()
+        if self.sim is not None:
+            self.sim.advance_to(now)
+        symbols = self.feed.instrument_symbols(result.top_changed)
+        for symbol in symbols:
+            if self.sim is not None:
+                self.sim.on_book(symbol, now)
+            core.on_book(symbol, l2.BOOK_TOP_CHANGED, now)
+        if len(result.trades):
+            for t in result.trades:
+                symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
+                side = int(t["side"])
+                if self.sim is not None:
+                    self.sim.on_trade(symbol, int(t["price"]), int(t["shares"]), side, now)
+                core.on_trade(symbol, int(t["price"]), int(t["shares"]), side, now)
+        for idx in result.halts_changed:
+            symbol = self.feed.instrument_symbols([idx])[0]
+            inst = self.config.instruments_by_symbol[symbol]
+            core.kernel.set_halted(self.feed.applier.is_halted(idx), inst.inst_id)
+        if self.sim is not None:
+            self.sim.advance_to(now)
+
+    def _sync_stale(self) -> None:
+        """The feed's gap/silence state reaches the risk kernel (orders rejected while stale)."""
+        stale = bool(self.feed.stale or self.feed.needs_resync or self.feed.silent)
+        if stale != self._stale:
+            self._stale = stale
+            for symbol in self.books:
+                self.core.on_book_stale(symbol, stale)
+
+    async def _timers(self) -> None:
+        while not self.stop_event.is_set():
+            await asyncio.sleep(TIMER_INTERVAL_S)
+            try:
+                now = self._clock()
+                self._sync_stale()
+                if self.sim is not None:
+                    self.sim.advance_to(now)
+                self.core.on_timer(now)
+                if self.options.duration_s is not None and \
+                        now - self.started_ns >= self.options.duration_s * 1e9:
+                    self.stop_event.set()
+            except Exception:  # noqa: BLE001 - a timer bug is a system error, not a crash
+                self.system_errors += 1
+                log.exception("runtime timer failed")
+
+    # ------------------------------------------------------------- admin
+    def status(self) -> dict:
+        st = self.core.status() if self.core else {}
+        st["uptime_s"] = (self._clock() - self.started_ns) / 1e9 if self.started_ns else 0
+        if self.feed is not None:
+            st["feed"] = {"stale": self.feed.stale, "needs_resync": self.feed.needs_resync,
+                          "gaps": self.feed.counters.gaps, "age_s": self.feed.feed_age_s()}
+        if self.fix is not None:
+            s = self.fix.client.session
+            st["venue"] = {"logged_on": s.logged_on, "next_out": s.next_sender_seq, "next_in": s.next_target_seq}
+        if self.shadow is not None:
+            st["shadow"] = self.shadow.summary()
+        st["system_errors"] = self.system_errors
+        return st
+
+    def health(self):
+        if self.core is None:
+            return False, "starting"
+        if self.core.killswitch.tripped:
+            return False, f"kill switch tripped: {self.core.killswitch.reason}"
+        if self.fix is not None and not self.fix.client.logged_on:
+            return False, "venue session not logged on"
+        return True, "ok"
+
+    def _metric_values(self) -> dict:
+        """Read on the collector's timer (never from the hot path)."""
+        core, feed = self.core, self.feed
+        snap = core.portfolio.snapshot()
+        peak = max(core.policy.peak_equity, snap.equity) if hasattr(core.policy, "peak_equity") else snap.equity
+        day_start = getattr(core.policy, "day_start_equity", snap.equity) or snap.equity
+        gross = snap.gross_exposure or 0.0
+        values: dict = {
+            "engine_kill_switch_tripped": 1.0 if core.killswitch.tripped else 0.0,
+            "engine_daily_pnl": snap.equity - day_start,
+            "engine_daily_pnl_limit": -float(self.config.risk.daily_loss_limit),
+            "engine_drawdown_ratio": (peak - snap.equity) / peak if peak > 0 else 0.0,
+            "engine_drawdown_limit_ratio": self.config.risk.max_drawdown_pct / 100.0,
+            "engine_gross_exposure": gross,
+            "engine_position_lots": {s: float(core.portfolio.position(s)) for s in self.books},
+            "engine_position_limit_lots": {s: float(r.kernel_limits()["max_position"])
+                                           for s, r in self.config.risk.instruments.items()},
+            "engine_concentration_ratio": {s: (core.portfolio.exposure(s) / gross if gross else 0.0)
+                                           for s in self.books},
+            "engine_concentration_limit_ratio": {s: self.config.risk.max_concentration_bps / 10_000
+                                                 for s in self.books},
+        }
+        if core.policy.last_var is not None:
+            values["engine_value_at_risk"] = float(getattr(core.policy.last_var, "var", 0.0) or 0.0)
+        if feed is not None:
+            values["engine_feed_gaps_total"] = float(feed.counters.gaps)
+            values["engine_quote_staleness_seconds"] = {
+                s: float(feed.quote_age_s(s) if feed.quote_age_s(s) is not None else feed.feed_age_s())
+                for s in self.books}
+        return values
+
+    async def _admin_kill(self, body: dict):
+        reason = str(body.get("reason") or "operator kill via admin endpoint")
+        record = self.core.killswitch.trip(reason, flatten=bool(body.get("flatten", False)))
+        confirmation = await self.core.killswitch.confirm(timeout_s=self.config.killswitch.cancel_timeout_ms / 1e3)
+        return {"tripped": True, "reason": record.reason, "confirmed": len(confirmation.confirmed),
+                "unconfirmed": len(confirmation.unconfirmed)}
+
+    def _admin_kill_reset(self, body: dict):
+        if not self.core.killswitch.tripped:
+            raise admin_mod.AdminActionError("the kill switch is not tripped")
+        self.core.killswitch.reset(operator="admin", note=str(body.get("reason") or ""))
+        return {"tripped": False}
+
+    def _admin_flatten(self, body: dict):
+        orders = self.core.killswitch.flatten()
+        return {"flatten_orders": len(orders) if orders else 0}
+
+    def _admin_reconcile(self, body: dict):
+        return {"blocked": sorted(self.core.om.block_reasons),
+                "positions": {s: self.core.portfolio.position(s) for s in self.books}}
+
+    # ------------------------------------------------------------------ run
+    async def wait_for_market_data(self) -> bool:
+        deadline = time.monotonic() + self.options.feed_wait_s
+        while time.monotonic() < deadline:
+            recovered = not (self.feed.stale or self.feed.gap_active or self.feed.needs_resync)
+            if recovered and all(b.best_bid is not None and b.best_ask is not None for b in self.books.values()):
+                self._sync_stale()
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def stop(self, reason: str = "stop") -> None:
+        core = self.core
+        if core is not None:
+            core.stop(reason)
+            if core.om.open_orders():
+                core.om.cancel_all()
+                deadline = time.monotonic() + 2.0
+                while core.om.open_orders() and time.monotonic() < deadline:
+                    if self.sim is not None:
+                        self.sim.advance_to(self._clock() + 10**9)
+                    await asyncio.sleep(0.02)
+        if self._timer_task is not None:
+            self.stop_event.set()
+            self._timer_task.cancel()
+        if self.collector is not None:
+            await self.collector.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+        if self.fix is not None:
+            await self.fix.client.stop()
+        if self.feed is not None:
+            await self.feed.stop()
+        if self.journal is not None:
+            self.journal.close()
+
+    def record_evidence(self) -> int | None:
+        core = self.core
+        if core is None or self.evidence is None:
+            return None
+        ts, eq = core.portfolio.equity_curve()
+        fills = core.portfolio.fills
+        from engine.analytics import compute_metrics, digest
+        metrics = {}
+        if len(ts) >= 3:
+            metrics = compute_metrics(ts, eq, None, 0.0, sampling_interval=1.0)
+        paired = ()
+        if self.shadow is not None:
+            from engine.evidence import PairedFill
+            paired = tuple(PairedFill(p.cl_ord_id, p.side, p.real.qty, p.sim.avg, p.real.avg,
+                                      symbol=p.symbol) for p in self.shadow.paired())
+        run = StageRun(stage=str(self.stage), started_ns=self.started_ns, ended_ns=self._clock(),
+                       config_digest=config_digest(self.config), result_digest=digest(fills, (ts, eq)),
+                       metrics=metrics, system_errors=self.system_errors,
+                       kill_switch_trips=1 if core.killswitch.tripped else 0, n_fills=len(fills),
+                       equity_ts_ns=ts, equity=eq, paired_fills=paired, forced=self.options.force and not
+                       self.gate.reached(str(self.stage)), strategy=self.config.strategy.spec)
+        return self.evidence.record_run(run)
+
+
+def load_run_config(options: RunOptions) -> Config:
+    """The --config file, or the built-in run configuration (engine/sample_run_config.toml)."""
+    from importlib import resources
+    path = options.config_path or str(resources.files("engine") / "sample_run_config.toml")
+    return load_config(path, stage=options.stage)
+
+
+async def run(options: RunOptions) -> int:
+    config = load_run_config(options)
+    stage = config.stage
+    if stage == Stage.BACKTEST:
+        raise EngineError("stage backtest replays a file: use `engine backtest --data FILE`")
+    if options.cpu is not None:
+        pin_to_cpu(options.cpu)
+    rt = Runtime(config, stage, options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, rt.stop_event.set)
+    try:
+        await rt.start()
+        if not await rt.wait_for_market_data():
+            raise EngineError(f"no market data from the venue feed at {config.venue.feed_host if config.venue else '127.0.0.1'}"
+                              f":{config.venue.feed_request_port if config.venue else 9880} within "
+                              f"{options.feed_wait_s} s (is `engine venue` running?)")
+        if stage in REAL_STAGES or not options.skip_preflight:
+            from engine.preflight import run_checks, format_table
+            results = await run_checks(rt)
+            rt.preflight_report = results
+            print(format_table(results), flush=True)
+            if not all(r.ok for r in results):
+                if stage in REAL_STAGES:
+                    raise EngineError("pre-flight failed: refusing to start a real-execution stage")
+                log.warning("pre-flight failed in paper: continuing (simulated execution)")
+        rt.core.start()
+        print(f"engine: running stage {stage} with {config.strategy.spec}", flush=True)
+        await rt.stop_event.wait()
+    finally:
+        await rt.stop("engine stopping")
+    run_id = rt.record_evidence()
+    status = rt.status()
+    print(orjson.dumps({"stage": str(stage), "run_id": run_id, "positions": status.get("positions"),
+                        "risk_counters": status.get("risk_counters"), "equity": status.get("equity")}).decode(),
+          flush=True)
+    return 0
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Pin this process (the event loop's thread) to one CPU; co-located deployments
+    pair this with isolcpus (deploy/TUNING.md)."""
+    available = os.sched_getaffinity(0)
+    if cpu not in available:
+        raise EngineError(f"--cpu {cpu}: not one of the CPUs this process may use {sorted(available)}")
+    os.sched_setaffinity(0, {cpu})
+
+
+async def preflight_main(options: RunOptions) -> int:
+    """`engine preflight`: start everything a run would (feed, venue session, admin,
+    journal), run the checks without starting the strategy, print the table.
+    0 when every check passes, 1 otherwise."""
+    from engine.preflight import format_table, run_checks
+    config = load_run_config(options)
+    if config.stage == Stage.BACKTEST:
+        raise EngineError("pre-flight checks a venue stage: pass --stage paper|shadow|small|live")
+    options = RunOptions(**{**options.__dict__, "check_only": True})   # checking is not running: no gate
+    rt = Runtime(config, config.stage, options)
+    results = []
+    try:
+        try:
+            await rt.start()
+        except EngineError as exc:
+            print(f"pre-flight: cannot start: {exc}", flush=True)
+            return 1
+        await rt.wait_for_market_data()
+        results = await run_checks(rt)
+    finally:
+        await rt.stop("pre-flight done")
+    print(format_table(results), flush=True)
+    return 0 if results and all(r.ok for r in results) else 1
