@@ -312,24 +312,24 @@ class Runtime:
                 for s in self.books}
         return values
 
-    async def _admin_kill(self, body: dict):
-        reason = str(body.get("reason") or "operator kill via admin endpoint")
-        record = self.core.killswitch.trip(reason, flatten=bool(body.get("flatten", False)))
+    async def _admin_kill(self, flatten: bool = False, reason: str = ""):
+        reason = reason or "operator kill via admin endpoint"
+        record = self.core.killswitch.trip(reason, flatten=flatten)
         confirmation = await self.core.killswitch.confirm(timeout_s=self.config.killswitch.cancel_timeout_ms / 1e3)
         return {"tripped": True, "reason": record.reason, "confirmed": len(confirmation.confirmed),
                 "unconfirmed": len(confirmation.unconfirmed)}
 
-    def _admin_kill_reset(self, body: dict):
+    def _admin_kill_reset(self, reason: str = ""):
         if not self.core.killswitch.tripped:
             raise admin_mod.AdminActionError("the kill switch is not tripped")
-        self.core.killswitch.reset(operator="admin", note=str(body.get("reason") or ""))
+        self.core.killswitch.reset(operator="admin", note=reason)
         return {"tripped": False}
 
-    def _admin_flatten(self, body: dict):
+    def _admin_flatten(self, reason: str = ""):
         orders = self.core.killswitch.flatten()
         return {"flatten_orders": len(orders) if orders else 0}
 
-    def _admin_reconcile(self, body: dict):
+    def _admin_reconcile(self):
         return {"blocked": sorted(self.core.om.block_reasons),
                 "positions": {s: self.core.portfolio.position(s) for s in self.books}}
 

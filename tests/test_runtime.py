@@ -1,0 +1,167 @@
+"""`engine run` / `engine preflight` against the venue simulator on loopback.
+
+The venue runs in-process on ports chosen by the OS; the engine's config points at them.
+Pre-flight checks must pass against a healthy venue and fail, naming the check, when the
+feed is silent, the venue refuses logon, limits are missing, or cancels never arrive.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from importlib import resources
+from pathlib import Path
+
+import orjson
+import pytest
+
+from core_ext import risk as rk
+from engine import preflight
+from engine.admin import admin_request
+from engine.config import load_config
+from engine.runtime import RunOptions, Runtime
+from gateway.venue import Venue, VenueOptions
+
+TOKEN = "test-admin-token"
+
+
+def write_config(tmp_path: Path, fix_port: int, feed_port: int, stage: str = "paper") -> Path:
+    text = (resources.files("engine") / "sample_run_config.toml").read_text()
+    text = text.replace('stage = "paper"', f'stage = "{stage}"')
+    text = text.replace("port = 9878", f"port = {fix_port}")
+    text = text.replace("feed_request_port = 9880", f"feed_request_port = {feed_port}")
+    text = text.replace('directory = "var/engine"', f'directory = "{tmp_path / "store"}"')
+    text = text.replace('state_file = "var/engine/killswitch.json"',
+                        f'state_file = "{tmp_path / "store" / "killswitch.json"}"')
+    path = tmp_path / "engine.toml"
+    path.write_text(text)
+    return path
+
+
+async def start_venue(**overrides) -> Venue:
+    options = VenueOptions(fix_port=0, itch_request_port=0, warmup_events=3000, replay_events_per_tick=10,
+                           replay_tick_ms=5.0, **overrides)
+    venue = Venue(options)
+    await venue.start()
+    return venue
+
+
+async def start_runtime(tmp_path: Path, venue: Venue | None, stage: str, **opts) -> Runtime:
+    fix_port = venue.fix_port if venue else 1
+    feed_port = venue.itch_request_port if venue else 9
+    path = write_config(tmp_path, fix_port, feed_port, stage)
+    os.environ["ENGINE_ADMIN_TOKEN"] = TOKEN
+    config = load_config(path, stage=stage)
+    options = RunOptions(config_path=str(path), stage=stage, admin_port=0, check_only=True,
+                         feed_wait_s=opts.pop("feed_wait_s", 5.0), **opts)
+    rt = Runtime(config, config.stage, options)
+    await rt.start()
+    await rt.wait_for_market_data()
+    return rt
+
+
+def by_name(results) -> dict[str, preflight.CheckResult]:
+    return {r.name: r for r in results}
+
+
+def test_preflight_passes_against_a_healthy_venue_in_small(tmp_path):
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "small")
+        try:
+            results = await preflight.run_checks(rt)
+        finally:
+            await rt.stop()
+            await venue.stop()
+        return results
+    results = asyncio.run(main())
+    failed = [(r.name, r.detail) for r in results if not r.ok]
+    assert not failed, failed
+    checks = by_name(results)
+    assert checks["venue logon and heartbeat"].applicable
+    assert "round trip" in checks["venue logon and heartbeat"].detail
+    assert "confirmed canceled" in checks["kill switch armed and cancels"].detail
+
+
+def test_preflight_fails_when_the_feed_is_silent(tmp_path):
+    async def main():
+        rt = await start_runtime(tmp_path, None, "paper", feed_wait_s=0.5)   # nothing publishes
+        try:
+            return await preflight.run_checks(rt)
+        finally:
+            await rt.stop()
+    checks = by_name(asyncio.run(main()))
+    assert not checks["market data flowing and fresh"].ok
+    assert "no ITCH packet" in checks["market data flowing and fresh"].detail
+    assert not checks["kill switch armed and cancels"].ok   # no book to place a drill under
+
+
+def test_preflight_fails_when_the_venue_refuses_logon(tmp_path, monkeypatch):
+    monkeypatch.setenv("VENUE_TEST_PASSWORD", "right-password")
+
+    async def main():
+        venue = await start_venue(username="ENGINE", password_env="VENUE_TEST_PASSWORD")
+        try:
+            with pytest.raises(Exception, match="did not accept our logon"):
+                await start_runtime(tmp_path, venue, "small")
+        finally:
+            await venue.stop()
+    asyncio.run(main())
+
+
+def test_preflight_fails_when_limits_are_not_loaded_or_kill_switch_cannot_cancel(tmp_path):
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "small")
+        try:
+            loaded = await preflight.check_risk_limits(rt)
+            real_kernel = rt.core.kernel
+            empty = rk.RiskKernel(max_instruments=4)       # instruments known, no limits loaded
+            for inst in rt.core.instruments.values():
+                empty.add_instrument(inst.inst_id)
+                empty.set_reference_price(inst.inst_id, 10_000, 0)
+            rt.core.kernel = empty
+            unloaded = await preflight.check_risk_limits(rt)
+            rt.core.kernel = real_kernel
+            # a venue path that never delivers cancels: the drill must fail, not pass
+            rt.fix.send_cancel = lambda order, cancel_id: None
+            no_cancel = await preflight.check_kill_switch(rt)
+        finally:
+            await rt.stop()
+            await venue.stop()
+        return loaded, unloaded, no_cancel
+    loaded, unloaded, no_cancel = asyncio.run(main())
+    assert loaded[0], loaded
+    assert not unloaded[0] and "limits not loaded" in unloaded[1]
+    assert not no_cancel[0] and "not confirmed canceled" in no_cancel[1]
+
+
+def test_latched_kill_switch_fails_preflight_and_admin_kill_needs_the_token(tmp_path):
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "small")
+        loop = asyncio.get_running_loop()
+        try:
+            host, port = rt.admin.host, rt.admin.port
+            refused = await loop.run_in_executor(None, lambda: admin_request(host, port, "POST", "/kill"))
+            wrong = await loop.run_in_executor(
+                None, lambda: admin_request(host, port, "POST", "/kill", token="nope"))
+            rt.core.om.submit("AAPL", 0, 5, rt.books["AAPL"].best_bid - 20, "DAY", owner="strategy")
+            await asyncio.sleep(0.3)
+            killed = await loop.run_in_executor(
+                None, lambda: admin_request(host, port, "POST", "/kill", token=TOKEN,
+                                            body={"reason": "test drill"}))
+            await asyncio.sleep(0.3)
+            latched = await preflight.check_kill_switch(rt)
+            venue_open = [o for o in venue.exchange.books["AAPL"].open_orders() if o["owner"] != 0]
+        finally:
+            await rt.stop()
+            await venue.stop()
+        return refused, wrong, killed, latched, venue_open
+    refused, wrong, killed, latched, venue_open = asyncio.run(main())
+    assert refused.status == 401 and wrong.status == 403
+    assert killed.status == 200, killed.body
+    assert orjson.loads(killed.body)["result"]["unconfirmed"] == 0
+    assert not latched[0] and "latched" in latched[1]
+    assert venue_open == [], "the venue still holds an order of ours after the kill"
+    state = orjson.loads((tmp_path / "store" / "killswitch.json").read_bytes())
+    assert state["tripped"] is True   # latched across restarts until reset
