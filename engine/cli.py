@@ -132,6 +132,16 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return admin.reconcile_main(host, port, token=token)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from engine.audit import verify_main
+    return verify_main(args.journal)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from engine.backup import backup_main
+    return backup_main(args.store, args.journal, args.out)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine import bench
     return bench.main(json_path=args.json, quick=args.quick, only=args.only)
@@ -296,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--flatten", action="store_true", help="also flatten positions")
             p.add_argument("--reset", action="store_true", help="reset a tripped (latched) kill switch")
         p.set_defaults(func=func)
+
+    audit = sub.add_parser("audit", help="audit trail: verify the journal's hash chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check every record's hash chains to the one before; "
+                                  "names the first broken record")
+    verify.add_argument("journal", nargs="?", default="var/engine/journal",
+                        help="journal directory or segment file (default %(default)s)")
+    verify.set_defaults(func=_cmd_audit)
+
+    backup = sub.add_parser("backup", help="online backup of the SQLite store plus a copy of the journal")
+    backup.add_argument("--store", default="var/engine/evidence.db", help="SQLite database (default %(default)s)")
+    backup.add_argument("--journal", default="var/engine/journal", help="journal directory (default %(default)s)")
+    backup.add_argument("--out", required=True, metavar="DIR", help="backup directory")
+    backup.set_defaults(func=_cmd_backup)
 
     bench = sub.add_parser("bench", help="latency benchmarks, printed and written as JSON")
     bench.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON here")
