@@ -490,6 +490,23 @@ def derive_stage_state(ledger: Sequence[LedgerEntry]) -> StageState:
     return StageState(current=current, rollback=rollback, forced_runs=forced, last_demotion=last)
 
 
+def criteria_from_config(promotion) -> PromotionCriteria:
+    """The gate's criteria from a config's ``[promotion]`` tables (engine.config.PromotionConfig):
+    the thresholds an operator configured are the ones the gate applies."""
+    b, p, sh, sm = (promotion.backtest_to_paper, promotion.paper_to_shadow, promotion.shadow_to_small,
+                    promotion.small_to_live)
+    return PromotionCriteria(
+        min_sharpe=b.min_sharpe, max_drawdown=b.max_drawdown_pct / 100.0, min_profit_factor=b.min_profit_factor,
+        require_reproducible=b.require_reproducible,
+        paper_tolerance=p.max_deviation_pct / 100.0, max_system_errors=p.max_system_errors,
+        min_paper_duration_s=float(p.min_duration_s),
+        max_slippage_error_bps=sh.max_slippage_error_bps, max_critical_errors=sh.max_critical_errors,
+        min_shadow_duration_s=float(sh.min_duration_s),
+        min_small_duration_s=float(sm.min_duration_s),
+        required_risk_controls=DEFAULT_RISK_CONTROLS if sm.require_all_controls_exercised else (),
+    )
+
+
 def evaluate(from_stage: str, to_stage: str, evidence: Evidence,
              criteria: PromotionCriteria | None = None) -> Decision:
     """Evaluate the transition from_stage -> to_stage on the evidence (pure: records nothing).

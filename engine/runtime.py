@@ -36,7 +36,7 @@ from engine.errors import EngineError
 from engine.evidence import EvidenceStore, StageRun
 from engine.journal import Journal
 from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
-from engine.promotion import PromotionGate
+from engine.promotion import PromotionGate, criteria_from_config
 from engine.shadow_execution import ShadowExecution
 from engine.sim_execution import SimExecution
 from engine.venue_execution import FixExecution
@@ -112,7 +112,7 @@ class Runtime:
         cfg = self.config
         self.storage.mkdir(parents=True, exist_ok=True)
         self.evidence = EvidenceStore(self.storage / "evidence.db")
-        self.gate = PromotionGate(self.evidence)
+        self.gate = PromotionGate(self.evidence, criteria_from_config(cfg.promotion))
         if not self.options.check_only and not self.gate.may_run(
                 str(self.stage), force=self.options.force, reason="engine run --force"):
             raise EngineError(f"stage {self.stage} was not reached by promotion (current: "

@@ -561,3 +561,17 @@ def test_promote_main(tmp_path):
         promote_main(str(tmp_path / "nope.sqlite"), "paper")
     with pytest.raises(EngineError, match="--to 'prod'"):
         promote_main(str(path), "prod")
+
+
+def test_criteria_from_config_uses_the_configured_thresholds(tmp_path):
+    from engine.config import load_config
+    from engine.promotion import criteria_from_config
+    from importlib import resources
+    text = (resources.files("engine") / "sample_config.toml").read_text()
+    text = text.replace("min_sharpe = 1.0", "min_sharpe = 2.5").replace(
+        "max_slippage_error_bps = 5", "max_slippage_error_bps = 3")
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    c = criteria_from_config(load_config(path).promotion)
+    assert c.min_sharpe == 2.5 and c.max_slippage_error_bps == 3.0
+    assert c.max_drawdown == 0.15 and c.min_paper_duration_s == 30.0
