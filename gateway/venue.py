@@ -94,7 +94,7 @@ class VenueOptions:
     fault_halt: tuple[str, ...] = ()
     fault_drop_after_orders: int = 0
     # market data (venue app): ITCH 5.0 over MoldUDP64 on UDP
-    itch_request_port: int | None = DEFAULT_ITCH_REQUEST_PORT   # None: no feed
+    itch_request_port: int | None = None   # None: no feed (the CLI default is DEFAULT_ITCH_REQUEST_PORT)
     itch_session: str = DEFAULT_ITCH_SESSION
     itch_targets: tuple[tuple[str, int], ...] = ()               # static subscribers
     # OUCH 4.2 over SoupBinTCP order entry (venue app)
