@@ -15,12 +15,20 @@ EXIT_USAGE = 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from engine import demo
-    if not 1_000 <= args.events <= 50_000_000:
-        raise EngineError(f"--events {args.events}: allowed 1000..50000000")
-    if not [s for s in args.symbols.split(",") if s.strip()]:
-        raise EngineError("--symbols: give at least one symbol, e.g. AAPL,MSFT")
-    return demo.main(seed=args.seed, events=args.events, symbols=args.symbols.split(","))
+    if args.core:
+        from engine import demo
+        if not 1_000 <= args.events <= 50_000_000:
+            raise EngineError(f"--events {args.events}: allowed 1000..50000000")
+        if not [s for s in args.symbols.split(",") if s.strip()]:
+            raise EngineError("--symbols: give at least one symbol, e.g. AAPL,MSFT")
+        return demo.main(seed=args.seed, events=args.events, symbols=args.symbols.split(","))
+    from pathlib import Path
+
+    from engine import pipeline
+    from gateway.loops import run
+    if not 2 <= args.stage_seconds <= 3600:
+        raise EngineError(f"--stage-seconds {args.stage_seconds}: allowed 2..3600")
+    return run(pipeline.pipeline(args.seed, args.stage_seconds, Path(args.out)), loop=args.loop)
 
 
 def _cmd_venue(args: argparse.Namespace) -> int:
@@ -154,13 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the main job on embedded defaults (see README)",
-                          description="Replay a seeded synthetic market through the compiled core "
-                                      "(L2 books, L3 matching book, pre-trade risk kernel) and print "
-                                      "what happened.")
+                          description="The deployment pipeline on embedded defaults: starts the venue "
+                                      "simulator on loopback with a seeded synthetic market, runs the sample "
+                                      "strategy through backtest -> paper -> shadow -> small with the "
+                                      "promotion gate between stages, drills the kill switch in small and "
+                                      "prints the stage report. With --core: only the compiled-core replay.")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic market (default 7)")
+    demo.add_argument("--stage-seconds", type=float, default=8.0,
+                      help="duration of each venue stage, compressed for the demo (default 8)")
+    demo.add_argument("--out", default="var/demo", help="output directory, recreated (default %(default)s)")
+    demo.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"), help="event loop")
+    demo.add_argument("--core", action="store_true",
+                      help="instead: replay the synthetic market through the compiled core only")
     demo.add_argument("--events", type=int, default=200_000,
-                      help="synthetic order events per symbol (default 200000)")
-    demo.add_argument("--symbols", default="AAPL,MSFT", help="comma-separated symbols (default AAPL,MSFT)")
+                      help="with --core: synthetic order events per symbol (default 200000)")
+    demo.add_argument("--symbols", default="AAPL,MSFT", help="with --core: comma-separated symbols")
     demo.set_defaults(func=_cmd_demo)
 
     from gateway import venue as venue_mod
