@@ -40,7 +40,8 @@ also sets a synthetic one-tick-wide L1 book at the print (``book="synthetic-l1"`
 a buy print at p shows ask p and bid p - 1 tick, a sell (or unknown) print bid p and
 ask p + 1 tick, both with the print's size -- so the moving-average strategy and the
 fill model have a market to act on. Pass ``trades_book="none"`` to keep the book
-empty.
+empty (`trades_only` drops the synthetic rows afterwards: the backtest does so when
+another file of the run gives the symbol a real book).
 
 The Parquet tick format (``engine-parquet``, version 1): one instrument per file,
 one row per event row, columns ``ts_ns`` int64, ``kind`` uint8 (REPLAY_* kind),
@@ -66,15 +67,22 @@ from pathlib import Path
 import numpy as np
 
 from core_ext.replay import (
-    REPLAY_BOOK_SET, REPLAY_BOOK_SNAPSHOT, REPLAY_DTYPE, REPLAY_FLAG_END, REPLAY_L3_ADD,
-    REPLAY_L3_CANCEL, REPLAY_L3_REPLACE, REPLAY_SIDE_UNKNOWN, REPLAY_TRADE,
+    REPLAY_BOOK_SET,
+    REPLAY_BOOK_SNAPSHOT,
+    REPLAY_DTYPE,
+    REPLAY_FLAG_END,
+    REPLAY_L3_ADD,
+    REPLAY_L3_CANCEL,
+    REPLAY_L3_REPLACE,
+    REPLAY_SIDE_UNKNOWN,
+    REPLAY_TRADE,
 )
 from engine.errors import DataError
 
 __all__ = [
     "FORMATS", "TickData", "UNSIZED_LOTS", "L3_FRAME_NS", "PARQUET_FORMAT", "PARQUET_VERSION",
     "detect_format", "load_tick_data", "write_parquet", "decimal_gcd", "parse_iso_ns",
-    "quote_events", "validate_events", "with_symbol",
+    "quote_events", "validate_events", "with_symbol", "trades_only",
 ]
 
 FORMATS = {
@@ -180,7 +188,7 @@ class _Cols:
     def __init__(self, path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
         self.path = path
         try:
-            fh = open(path, newline="", encoding="utf-8")
+            fh = open(path, newline="", encoding="utf-8-sig")
         except OSError as exc:
             raise DataError(f"{path}: cannot read ({exc.strerror})") from None
         with fh:
@@ -429,7 +437,7 @@ def detect_format(path: str | PathLike) -> str:
     if suffix == ".json":
         return "bitfinex-l3"
     try:
-        with open(p, newline="", encoding="utf-8") as fh:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
     except OSError as exc:
         raise DataError(f"{p}: cannot read ({exc.strerror})") from None
@@ -619,8 +627,9 @@ def _load_l2(p: Path, fmt: str, tick_size, lot_size, symbol) -> TickData:
 
 
 def _load_l3(p: Path, tick_size, lot_size, symbol, frame_ns: int) -> TickData:
-    from engine.l3data import BITFINEX_LOT, BITFINEX_TICK, load_bitfinex_l3
     from core_ext.matching import L3_OP_ADD_RESTING, L3_OP_CANCEL, L3_OP_REPLACE_RESTING
+
+    from engine.l3data import BITFINEX_LOT, BITFINEX_TICK, load_bitfinex_l3
     if frame_ns <= 0:
         raise DataError(f"l3_frame_ns {frame_ns}: must be > 0")
     tick = _unit_or_derive(tick_size, [], "tick_size", p) if tick_size is not None else BITFINEX_TICK
@@ -751,6 +760,15 @@ def _read_parquet(p: Path, tick_size, lot_size) -> TickData:
     lines = np.arange(n, dtype=np.int64)
     return TickData(ev, symbol, tick, lot, p, "engine-parquet", lines, "row",
                     str(meta.get("book", "quotes")), bool(meta.get("has_sizes", True)))
+
+
+def trades_only(data: TickData) -> TickData:
+    """The trade prints of `data` alone (its synthetic book rows dropped): for a
+    trades file replayed together with a file that carries the real book."""
+    keep = data.events["kind"] == REPLAY_TRADE
+    ev = data.events[keep].copy()
+    ev["flags"] = REPLAY_FLAG_END
+    return replace(data, events=ev, lines=data.lines[keep], book="none")
 
 
 def with_symbol(data: TickData, symbol: str) -> TickData:
