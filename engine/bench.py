@@ -18,7 +18,7 @@ import orjson
 
 from engine.errors import EngineError
 
-MODULES = ("book", "matching", "risk", "fix", "itch", "ouch", "feed", "roundtrip")
+MODULES = ("book", "matching", "risk", "fix", "itch", "ouch", "feed", "roundtrip", "backtest")
 
 
 def _checkout_root() -> Path:

@@ -140,6 +140,19 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return admin.reconcile_main(host, port, token=token)
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from engine.backtest import backtest_main
+    if args.sample_interval <= 0:
+        raise EngineError(f"--sample-interval {args.sample_interval}: must be > 0 seconds")
+    return backtest_main(args.config, args.data, args.out, args.progress, symbol=args.symbol,
+                         sample_interval_s=args.sample_interval)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from engine.backtest import convert_main
+    return convert_main(args.data, args.out, args.config, symbol=args.symbol)
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from engine.audit import verify_main
     return verify_main(args.journal)
@@ -290,6 +303,32 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run a stage not reached by promotion (recorded as a forced run)")
             p.add_argument("--cpu", type=int, default=None, metavar="N", help="pin the process to CPU N")
         p.set_defaults(func=func)
+
+    bt = sub.add_parser("backtest", help="replay historical data through the strategy; metrics and a report",
+                        description="Replay quotes, trades, L2 or L3 data (CSV, Bitfinex L3 JSON, the engine's "
+                                    "Parquet tick format) through the same strategy, risk and simulated "
+                                    "execution code as paper trading, in event time.")
+    bt.add_argument("--config", metavar="FILE", default=None,
+                    help="TOML configuration (default: the sample moving-average strategy on the file's instrument)")
+    bt.add_argument("--data", metavar="FILE", action="append", required=True,
+                    help="market data file; repeat to merge files in time")
+    bt.add_argument("--out", metavar="DIR", default=None,
+                    help="write metrics.json, fills.csv, equity.csv and report.html here")
+    bt.add_argument("--symbol", default=None, help="the instrument (a symbol of a multi-symbol file)")
+    bt.add_argument("--sample-interval", type=float, default=1.0, metavar="SECONDS",
+                    help="equity sampling interval for the ratios (default %(default)s)")
+    prog = bt.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="progress bar (default: only on a terminal)")
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    bt.set_defaults(func=_cmd_backtest)
+
+    cv = sub.add_parser("convert", help="a market-data file -> the engine's Parquet tick format")
+    cv.add_argument("--data", required=True, metavar="FILE")
+    cv.add_argument("--out", required=True, metavar="FILE")
+    cv.add_argument("--config", default=None, metavar="FILE")
+    cv.add_argument("--symbol", default=None)
+    cv.set_defaults(func=_cmd_convert)
 
     cfg = sub.add_parser("config", help="validate a configuration file without running")
     cfg.add_argument("--check", metavar="FILE", required=True, help="the TOML file to validate")
