@@ -37,6 +37,11 @@ def _cmd_venue(args: argparse.Namespace) -> int:
         default_tick, tick_sizes = venue.parse_tick_sizes(args.tick_size or [])
         targets = fix_venue.venue_accounts(args.target_comp_id or [venue.DEFAULT_ENGINE_COMP_ID])
         symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+        if args.data:
+            from gateway.replay_source import load_quotes
+            quotes = load_quotes(args.data)     # the file names the symbol and fixes the tick size
+            symbols = (quotes.symbol,)
+            tick_sizes = ((quotes.symbol, quotes.tick_size),)
         halts = tuple(s.strip() for v in (args.fault_halt or []) for s in v.split(",") if s.strip())
         reset = None
         if args.reset_on_logon and args.no_reset_on_logon:
@@ -59,6 +64,7 @@ def _cmd_venue(args: argparse.Namespace) -> int:
             fault_reject_rate=args.fault_reject_rate, fault_reject_seed=args.fault_reject_seed,
             fault_ack_delay_ms=args.fault_ack_delay_ms, fault_halt=halts,
             fault_drop_after_orders=args.fault_drop_after_orders,
+            data_path=args.data,
             itch_request_port=None if args.no_itch else args.itch_request_port, itch_session=args.itch_session,
             ouch_port=args.ouch_port, ouch_user=args.ouch_user, ouch_password_env=args.ouch_password_env)
         options.password()   # a missing password variable is an error now, not at the first Logon
@@ -241,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     mkt = venue.add_argument_group("exchange and market")
     mkt.add_argument("--symbols", default=",".join(venue_mod.DEFAULT_SYMBOLS),
                      help="comma-separated symbols; each gets a seeded synthetic market (default %(default)s)")
+    mkt.add_argument("--data", metavar="FILE", default=None,
+                     help="replay this quotes file (the Tardis format of ../shared/data/quotes.csv) as resting "
+                          "liquidity instead of the synthetic market; it names the symbol and the tick size; "
+                          "the file loops")
     mkt.add_argument("--tick-size", action="append", metavar="[SYMBOL=]SIZE",
                      help="tick size (price of one tick) for every symbol, or SYMBOL=SIZE for one; "
                           "repeatable (default 0.01)")

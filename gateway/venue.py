@@ -93,6 +93,7 @@ class VenueOptions:
     fault_ack_delay_ms: float = 0.0
     fault_halt: tuple[str, ...] = ()
     fault_drop_after_orders: int = 0
+    data_path: str | None = None          # replay this quotes file instead of the synthetic market
     # market data (venue app): ITCH 5.0 over MoldUDP64 on UDP
     itch_request_port: int | None = None   # None: no feed (the CLI default is DEFAULT_ITCH_REQUEST_PORT)
     itch_session: str = DEFAULT_ITCH_SESSION
@@ -227,9 +228,14 @@ def _store(options: VenueOptions, account: str) -> MemoryStore:
 
 
 def market_sources(options: VenueOptions) -> dict[str, ex.MarketSource] | None:
-    """Market data per symbol; None = the exchange's default seeded synthetic flow.
-    (A `--data FILE` replay returns its own sources here.)"""
-    return None
+    """Market data per symbol; None = the exchange's default seeded synthetic flow."""
+    if options.data_path is None:
+        return None
+    from gateway.replay_source import QuoteReplaySource, load_quotes
+    quotes = load_quotes(options.data_path, dict(options.tick_sizes).get(options.symbols[0]))
+    if quotes.symbol not in options.symbols:
+        raise ValueError(f"--data {options.data_path}: its symbol {quotes.symbol} is not one of --symbols")
+    return {quotes.symbol: QuoteReplaySource(quotes)}
 
 
 class Venue:
