@@ -1,0 +1,850 @@
+"""Tick-to-trade: market-data packet in -> order out, per event, with baselines.
+
+Four entries (`run(quick)`), each one event per sample, timed with
+time.perf_counter_ns around the event (never averaged over a batch), warm-up
+excluded, GC off while sampling (as bench.harness.measure_each does), percentiles by
+bench.harness.percentiles. (measure_each itself is not used: it would time the
+release of the order too, which must stay outside the timed region.) Before the
+in-process samples the process's memory is prefaulted (engine.tuning.prefault_memory,
+as a deployment with locked memory has it; the entry's note says whether it worked).
+
+* ``tick_to_trade_inprocess`` -- ITCH (MoldUDP64) packet bytes -> FIX NewOrderSingle
+  bytes, no sockets, through the real engine: ``ItchBookApplier.apply_packet`` ->
+  ``TradingCore.on_book`` (built by ``engine.assembly.build_core``: risk policy marks,
+  StrategyHost, the Python strategy `TouchQuoter`, ``OrderManager.submit``, the
+  ``RiskKernel.check``) -> an in-process ExecutionClient whose ``send_new`` encodes
+  with ``core_ext.fix.FixEncoder.new_order_single`` (those bytes are the output).
+  Baseline: the same path with the Python references -- ``tests/reference/itch_ref``
+  (RefBookApplier) over ``book_ref.RefBook`` books, ``risk_ref.RiskReference`` in
+  place of the kernel, and simplefix encoding -- through the same engine core.
+* ``tick_to_trade_cython`` -- the same packets through ``core_ext.t2t.TickToTrade``
+  with the compiled strategy ``QuoteAtTouch`` (same decisions as TouchQuoter):
+  applier, strategy, ``RiskKernel.check_order`` and the encoder all called from C.
+  Baseline: the in-process engine path above (ratio = how much the compiled path
+  takes out).
+* ``tick_to_trade_loopback`` -- the venue simulator (``gateway.venue.Venue``: FIX
+  acceptor, exchange, ITCH publisher, ports 0) and the engine (``ItchFeedHandler`` ->
+  core as ``engine.runtime`` wires it, journal included -> ``FixExecution``) in one
+  process on one loop, over loopback UDP and TCP. A top-of-book change is injected
+  into the venue's exchange (an order joining the best bid, then its cancel); the
+  clock starts when the publisher sends the packet and stops when the venue's
+  exchange receives the engine's NewOrderSingle (``Exchange.new_order`` hooked).
+  uvloop vs the same on the default asyncio loop (baseline).
+* ``tick_to_trade_loopback_cython`` -- the same loopback with the compiled engine
+  path (the feed handler hands packets to ``TickToTrade``, whose bytes go out through
+  the FIX session) on uvloop; baseline: ``tick_to_trade_loopback``. What is left is
+  the sockets, the event loop and the venue's own Python.
+
+Each packet holds one message that changes the top of book (an order joining the
+best bid or ask, then its delete); the strategy sends one order per top change.
+Orders are released after each sample, outside the timed region (a Canceled report
+to the order manager / ``kernel.on_cancel``; in the loopback a cancel to the venue),
+so no limit bites. Machine load is noted in each entry.
+
+    python -m bench.bench_tick_to_trade [--quick]
+    pytest bench/bench_tick_to_trade.py --benchmark-only
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simplefix
+
+from bench.harness import Result, machine_load, percentiles, report
+from core_ext import book as l2
+from core_ext import fix as fx
+from core_ext import itch
+from core_ext import t2t as ct
+from engine.assembly import TradingCore, build_core
+from engine.config import Config, parse_config
+from engine.instruments import Instrument
+from engine.orders import ExecKind, ExecutionReport, Order, Side, Tif, format_cl_ord_id
+from engine.strategy import Quote, Strategy, check_known, param_int, param_lots, param_symbol
+from gateway.instruments import tick_parts, ticks_to_text
+
+SYMBOL = "AAPL"
+LOCATE = 1
+TICK = "0.01"
+PRICE4_PER_TICK = 100          # ITCH price4 units per $0.01 tick
+SENDER, TARGET = "T2T", "VENUE"
+SESSION = "T2TBENCH"
+CLOCK0 = 1_700_000_000_000_000_000   # a fixed clock for the deterministic tests
+LOOPBACK_OFFSET_TICKS = 20     # loopback orders rest behind the touch: no top change of their own
+NO_PRICE = -(2**63)            # core_ext.common NO_PRICE
+ORDTYPE_LIMIT, ORDTYPE_MARKET = 0, 1   # core_ext.common OrderType
+
+
+# ----------------------------------------------------------------------------- strategy
+
+class TouchQuoter(Strategy):
+    """Quote at the touch (the Python twin of core_ext.t2t.QuoteAtTouch): on each top
+    change of a two-sided, uncrossed book, one limit order of `qty`, alternately a buy
+    at bid - offset_ticks and a sell at ask + offset_ticks."""
+
+    PARAMS = ("symbol", "qty", "offset_ticks")
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any], instruments: Mapping[str, Instrument]) -> None:
+        check_known(params, cls.PARAMS)
+        symbol = param_symbol(params, instruments)
+        param_lots(params, "qty", instruments.get(symbol))
+        param_int(params, "offset_ticks", 0, 0, 1_000_000)
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.symbol = self.params["symbol"]
+        self.offset = int(self.params.get("offset_ticks", 0))
+        self.qty = 0
+        self.requested = 0
+        self.last_id = 0
+
+    def on_start(self) -> None:
+        self.qty = param_lots(self.params, "qty", self.ctx.instrument(self.symbol))
+
+    def on_quote(self, q: Quote) -> None:
+        if q.symbol != self.symbol or q.bid is None or q.ask is None or q.bid >= q.ask:
+            return
+        if self.requested & 1:
+            side, price = Side.SELL, q.ask + self.offset
+        else:
+            side, price = Side.BUY, q.bid - self.offset
+            if price <= 0:
+                return
+        self.requested += 1
+        self.last_id = self.ctx.submit_order(self.symbol, side, self.qty, price, Tif.DAY)
+
+
+# ----------------------------------------------------------------------------- config
+
+def bench_config(storage: str | os.PathLike, offset_ticks: int = 0) -> Config:
+    """The engine configuration of the benchmark: one instrument, TouchQuoter, limits
+    wide enough that an order per event never hits the throttle or a position limit."""
+    storage = Path(storage)
+    text = f"""
+stage = "paper"
+account = "T2T"
+capital = "1000000"
+
+[[instruments]]
+symbol = "{SYMBOL}"
+tick_size = "{TICK}"
+lot_size = "1"
+
+[strategy]
+strategy = "bench.bench_tick_to_trade:TouchQuoter"
+
+[strategy.params]
+symbol = "{SYMBOL}"
+qty = "1"
+offset_ticks = {int(offset_ticks)}
+
+[risk]
+max_gross_exposure = "100000000"
+max_concentration_bps = 10000
+max_orders_per_window = 100000
+window_ms = 1
+daily_loss_limit = "100000"
+var_limit = "10000000"
+
+[risk.instruments.{SYMBOL}]
+max_order_qty = "1000"
+max_order_notional = "10000000"
+price_band_bps = 500
+max_position = "100000"
+max_open_orders = 10000
+max_ref_age_ms = 600000
+
+[storage]
+directory = "{storage.as_posix()}"
+
+[killswitch]
+state_file = "{(storage / 'killswitch.json').as_posix()}"
+"""
+    return parse_config(text, source="<bench_tick_to_trade>")
+
+
+def t2t_instruments(config: Config) -> list[tuple[str, int, int, int, int]]:
+    """TickToTrade's instrument rows from an engine config: (symbol, inst_id,
+    price4_per_tick, decimals, price_mult)."""
+    rows = []
+    for inst in config.instruments:
+        mult, decimals = tick_parts(inst.tick_size)
+        p4 = inst.tick_size * 10_000
+        if p4 != p4.to_integral_value() or p4 < 1:
+            raise ValueError(f"{inst.symbol}: tick size {inst.tick_size} is not a whole number of "
+                             f"ITCH price units (0.0001)")
+        rows.append((inst.symbol, inst.inst_id, int(p4), decimals, mult))
+    return rows
+
+
+# ----------------------------------------------------------------------------- packets
+
+def _flush_one(b: itch.MoldPacketBuilder) -> bytes:
+    pk = b.flush()
+    assert len(pk) == 1
+    return pk[0]
+
+
+def make_packets(n_events: int, levels: int = 10) -> tuple[list[bytes], list[bytes]]:
+    """(setup packets, event packets). Setup: `levels` price levels a side around
+    150.00 / 150.02 (price4). Event k: an order joining the best bid (pairs 0, 2, ...)
+    or the best ask (pairs 1, 3, ...) -- k even -- or the delete of that order -- k odd.
+    Every event packet changes the top of book (its size)."""
+    b = itch.MoldPacketBuilder(SESSION, 1)
+    ts = 34_200_000_000_000
+    bid4, ask4 = 1_500_000, 1_500_200
+    setup = []
+    b.system_event(0, 0, ts, "Q")
+    ref = 1
+    for i in range(levels):
+        b.add_order(LOCATE, 0, ts, ref, "B", 100 * (i + 1), SYMBOL, bid4 - i * PRICE4_PER_TICK)
+        b.add_order(LOCATE, 0, ts, ref + 1, "S", 100 * (i + 1), SYMBOL, ask4 + i * PRICE4_PER_TICK)
+        ref += 2
+    setup.append(_flush_one(b))
+    events = []
+    for k in range(n_events):
+        ts += 1_000
+        pair = k // 2
+        r = 1_000_000 + pair
+        if k % 2 == 0:
+            if pair % 2 == 0:
+                b.add_order(LOCATE, 0, ts, r, "B", 100, SYMBOL, bid4)
+            else:
+                b.add_order(LOCATE, 0, ts, r, "S", 100, SYMBOL, ask4)
+        else:
+            b.order_delete(LOCATE, 0, ts, r)
+        events.append(_flush_one(b))
+    return setup, events
+
+
+# ----------------------------------------------------------------------------- in-process clients
+
+class InProcessFix:
+    """ExecutionClient that encodes each NewOrderSingle with the compiled FixEncoder
+    and keeps the bytes (what a session would write to the venue)."""
+
+    supports_mass_cancel = False
+
+    def __init__(self, instruments: Mapping[str, Instrument], clock: Callable[[], int],
+                 encoder: fx.FixEncoder | None = None) -> None:
+        self.encoder = encoder or fx.FixEncoder(SENDER, TARGET)
+        self.clock = clock
+        self.seq = 1
+        self.out: list[bytes] = []
+        self._wire = {s: tick_parts(i.tick_size) for s, i in instruments.items()}
+        self._handler = None
+
+    def set_report_handler(self, handler) -> None:
+        self._handler = handler
+
+    def send_new(self, order: Order) -> None:
+        mult, decimals = self._wire[order.symbol]
+        now = self.clock()
+        price = order.price
+        data = self.encoder.new_order_single(
+            self.seq, format_cl_ord_id(order.cl_ord_id), order.symbol, int(order.side), order.qty,
+            NO_PRICE if price is None else price, decimals,
+            ORDTYPE_MARKET if price is None else ORDTYPE_LIMIT, int(order.tif), None, now, now, mult)
+        self.seq += 1
+        self.out.append(data)
+
+    def send_cancel(self, order: Order, cancel_id: int) -> None:
+        raise NotImplementedError("the in-process benchmark releases orders with Canceled reports")
+
+    send_replace = send_mass_cancel = send_status_request = send_cancel
+
+
+class SimpleFixClient(InProcessFix):
+    """The baseline's ExecutionClient: the same NewOrderSingle encoded with simplefix."""
+
+    def send_new(self, order: Order) -> None:
+        mult, decimals = self._wire[order.symbol]
+        now = self.clock()
+        m = simplefix.FixMessage()
+        m.append_pair(8, "FIX.4.4", header=True)
+        m.append_pair(35, "D", header=True)
+        m.append_pair(34, self.seq, header=True)
+        m.append_pair(49, SENDER, header=True)
+        m.append_utc_timestamp(52, now / 1e9, precision=3, header=True)
+        m.append_pair(56, TARGET, header=True)
+        m.append_pair(11, format_cl_ord_id(order.cl_ord_id))
+        m.append_pair(38, order.qty)
+        m.append_pair(40, "1" if order.price is None else "2")
+        if order.price is not None:
+            m.append_pair(44, ticks_to_text(order.price, mult, decimals))
+        m.append_pair(54, "1" if order.side == Side.BUY else "2")
+        m.append_pair(55, order.symbol)
+        m.append_pair(59, "0123"[int(order.tif)])
+        m.append_utc_timestamp(60, now / 1e9, precision=3)
+        self.seq += 1
+        self.out.append(m.encode())
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+class EnginePipeline:
+    """The engine's Python path: ItchBookApplier -> TradingCore.on_book (strategy,
+    order manager, risk kernel) -> InProcessFix. `process(packet)` -> bytes or None."""
+
+    def __init__(self, storage: str, clock: Callable[[], int] = time.time_ns, offset_ticks: int = 0,
+                 reference: bool = False) -> None:
+        self.config = bench_config(storage, offset_ticks)
+        self.clock = clock
+        inst = self.config.instruments_by_symbol
+        if reference:
+            from tests.reference import book_ref
+            self.books = {s: book_ref.RefBook(s) for s in inst}
+            self.client = SimpleFixClient(inst, clock)
+        else:
+            self.books = {s: l2.L2Book(s) for s in inst}
+            self.client = InProcessFix(inst, clock)
+        self.core: TradingCore = build_core(self.config, self.books, self.client, clock=clock,
+                                            state_dir=storage)
+        if reference:
+            _use_reference_kernel(self.core, self.config)
+            self.applier = _RefApplier(self.books, {s: PRICE4_PER_TICK for s in inst})
+            self._apply = self._apply_ref
+        else:
+            self.applier = itch.ItchBookApplier(list(self.books.values()), strict=False, create_books=False)
+            for s in inst:
+                self.applier.set_price_divisor(s, PRICE4_PER_TICK)
+            self._apply = self._apply_compiled
+        self.symbols = list(inst)
+        self.inst_id = {s: i.inst_id for s, i in inst.items()}
+        self.core.start()
+
+    def _apply_compiled(self, packet: bytes):
+        return self.applier.apply_packet(packet).top_changed
+
+    def _apply_ref(self, packet: bytes):
+        return self.applier.apply_packet(packet)["top_changed"]
+
+    def process(self, packet: bytes) -> bytes | None:
+        tops = self._apply(packet)
+        if tops:
+            core, now, symbols = self.core, self.clock(), self.symbols
+            for idx in tops:
+                core.on_book(symbols[idx], l2.BOOK_TOP_CHANGED, now)
+        out = self.client.out
+        if not out:
+            return None
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def release(self) -> None:
+        """Cancel (by report) every open order: the kernel gets its reservation back."""
+        om = self.core.om
+        for o in om.open_orders():
+            om.on_execution_report(ExecutionReport(kind=ExecKind.CANCELED, cl_ord_id=o.cl_ord_id,
+                                                   leaves_qty=0, cum_qty=0, symbol=o.symbol))
+
+    def housekeeping(self) -> None:
+        self.core.om.forget_terminal(self.clock() + 1)
+
+    @property
+    def strategy(self) -> TouchQuoter:
+        return self.core.host.strategy
+
+
+class CythonPipeline:
+    """core_ext.t2t.TickToTrade with QuoteAtTouch, sharing the engine's kernel setup."""
+
+    def __init__(self, storage: str, offset_ticks: int = 0, next_cl_ord_id: int | None = None) -> None:
+        from engine.risk_policy import build_kernel
+        self.config = bench_config(storage, offset_ticks)
+        self.kernel = build_kernel(self.config)
+        self.strategy = ct.QuoteAtTouch(qty=1, offset_ticks=offset_ticks)
+        if next_cl_ord_id is None:
+            next_cl_ord_id = ((time.time_ns() // 1_000_000_000) << 32) | 1
+        self.t2t = ct.TickToTrade(t2t_instruments(self.config), self.kernel, fx.FixEncoder(SENDER, TARGET),
+                                  self.strategy, next_cl_ord_id)
+        self.process = self.t2t.process
+
+    def release(self, batch: int = 64) -> None:
+        """Once `batch` orders are logged, drain the log and cancel them
+        (kernel.on_cancel): a few open orders at a time, far below every limit."""
+        t = self.t2t
+        if t.pending_orders < batch:
+            return
+        k = self.kernel
+        for r in t.drain_orders().tolist():
+            if r[8] == ct.OUTCOME_SENT:        # outcome
+                k.on_cancel(r[2], r[9], r[3])    # inst_id, side, qty
+
+
+def _use_reference_kernel(core: TradingCore, config: Config) -> None:
+    """Put a risk_ref.RiskReference, loaded exactly as build_kernel loads the kernel,
+    wherever the core holds its kernel."""
+    from tests.reference.risk_ref import RiskReference
+    ref = RiskReference(max_instruments=max(len(config.instruments), 1), dup_window=65_536)
+    for inst in config.instruments:
+        ref.add_instrument(inst.inst_id, inst.kernel_multiplier)
+        ref.set_instrument_limits(inst.inst_id, **config.risk.instruments[inst.symbol].kernel_limits())
+    ref.set_account_limits(**config.risk.account_limits(core.stage))
+    core.kernel = core.om.kernel = core.policy.kernel = core.killswitch.kernel = ref
+
+
+def _ref_applier_class():
+    from tests.reference import book_ref, itch_ref
+
+    class _Book:
+        """itch_ref's book interface (delta -> top changed?) over a book_ref.RefBook, in
+        the instrument's ticks (price4 // divisor, as ItchBookApplier.set_price_divisor)."""
+        __slots__ = ("book", "symbol", "div")
+
+        def __init__(self, book: book_ref.RefBook, div: int) -> None:
+            self.book, self.symbol, self.div = book, book.symbol, div
+
+        def delta(self, side: int, price: int, d: int) -> bool:
+            return self.book.add_delta(side, price // self.div, d) == book_ref.TOP_CHANGED
+
+    class RefApplier(itch_ref.RefBookApplier):
+        def __init__(self, books, divisors) -> None:
+            self._given, self._div = books, divisors
+            super().__init__(symbols=list(books), strict=False, create_books=False)
+
+        def _add(self, symbol):
+            self.index[symbol] = len(self.books)
+            self.books.append(_Book(self._given[symbol], self._div[symbol]))
+            self.halted.append(False)
+            return len(self.books) - 1
+
+    return RefApplier
+
+
+def _RefApplier(books, divisors):   # noqa: N802 - a class factory (tests/ is imported lazily)
+    return _ref_applier_class()(books, divisors)
+
+
+# ----------------------------------------------------------------------------- in-process sampling
+
+PREFAULTED: list[bool] = []
+
+
+def _prefault() -> None:
+    """Fault in every page mapped now (engine.tuning.prefault_memory), as a deployment
+    with locked memory has it (deploy/TUNING.md): the ITCH order table is a 5 MB
+    calloc whose pages would otherwise be first touched inside samples (1-5 us each)."""
+    from engine.tuning import TuningError, prefault_memory
+    try:
+        prefault_memory()
+        PREFAULTED.append(True)
+    except TuningError:
+        PREFAULTED.append(False)
+
+
+def _sample(process: Callable[[bytes], object], release: Callable[[], None], setup: list[bytes],
+            events: list[bytes], warmup: int, housekeeping: Callable[[], None] | None = None,
+            every: int = 4096) -> np.ndarray:
+    """One packet per sample: perf_counter_ns around process(packet) only."""
+    clock = time.perf_counter_ns
+    for p in setup:
+        process(p)
+        release()
+    n = len(events) - warmup
+    assert n > 0
+    sent = 0
+    for p in events[:warmup]:
+        sent += process(p) is not None
+        release()
+    out = np.zeros(n, dtype=np.float64)
+    out.fill(1.0)                    # touch every page now, not inside a sample
+    _prefault()
+    gc.collect()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for i, p in enumerate(events[warmup:]):
+            t0 = clock()
+            data = process(p)
+            t1 = clock()
+            out[i] = t1 - t0
+            if data is None:
+                raise AssertionError(f"event {warmup + i} produced no order")
+            release()
+            if housekeeping is not None and i % every == every - 1:
+                housekeeping()
+    finally:
+        if gc_was:
+            gc.enable()
+    if sent != warmup:
+        raise AssertionError(f"{warmup - sent} warm-up events produced no order")
+    return out
+
+
+def _measure_inprocess(quick: bool) -> tuple[Result, Result, Result]:
+    n_py = 3_000 if quick else 30_000
+    n_ref = 2_000 if quick else 20_000
+    n_c = 30_000 if quick else 300_000
+    warm_py, warm_c = (500, 5_000) if quick else (2_000, 20_000)
+    setup, events = make_packets(max(n_py + warm_py, n_ref + warm_py, n_c + warm_c))
+    with tempfile.TemporaryDirectory(prefix="t2t-bench-") as tmp:
+        eng = EnginePipeline(os.path.join(tmp, "engine"))
+        py = _sample(eng.process, eng.release, setup, events[:n_py + warm_py], warm_py, eng.housekeeping)
+        ref = EnginePipeline(os.path.join(tmp, "ref"), reference=True)
+        base = _sample(ref.process, ref.release, setup, events[:n_ref + warm_py], warm_py, ref.housekeeping)
+        cy = CythonPipeline(os.path.join(tmp, "cython"))
+        c = _sample(cy.process, cy.release, setup, events[:n_c + warm_c], warm_c)
+    return (percentiles("tick_to_trade_cython", c), percentiles("tick_to_trade_inprocess", py),
+            percentiles("tick_to_trade_inprocess[python refs]", base))
+
+
+# ----------------------------------------------------------------------------- loopback
+
+class LoopbackRig:
+    """Venue (FIX acceptor + exchange + ITCH publisher) and engine (feed handler ->
+    core -> FixExecution) on the running loop. `step()` -> ns from publish to the
+    venue's exchange receiving the engine's order."""
+
+    ENGINE = "T2T"
+    INJECTOR = "INJ"
+
+    async def start(self, tmp: str) -> None:
+        from engine.journal import Journal
+        from engine.venue_execution import FixExecution
+        from gateway.itch_feed import ItchFeedHandler
+        from gateway.venue import Venue, VenueOptions
+        self.loop = asyncio.get_running_loop()
+        self.venue = Venue(VenueOptions(fix_port=0, itch_request_port=0, target_comp_ids=(self.ENGINE,),
+                                        symbols=(SYMBOL,), replay_events_per_tick=0, warmup_events=2_000,
+                                        seed=11))
+        await self.venue.start()
+        self.xc = self.venue.exchange
+        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
+        self.books = {s: l2.L2Book(s) for s in self.config.instruments_by_symbol}
+        self.fix = FixExecution.connect("127.0.0.1", self.venue.fix_port, self.ENGINE, "VENUE",
+                                        self.config.instruments, heartbeat_interval=30, reset_seq_num=True)
+        self.journal = Journal(Path(tmp) / "journal")
+        self.core = build_core(self.config, self.books, self.fix, clock=time.time_ns, state_dir=tmp,
+                               journal=self.journal.append)
+        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
+                                    request_addr=("127.0.0.1", self.venue.itch_request_port),
+                                    session=self.venue.options.itch_session, on_result=self._on_feed,
+                                    create_books=False, subscribe=True)
+        for s in self.books:
+            self.feed.applier.set_price_divisor(s, PRICE4_PER_TICK)
+        await self.feed.start()
+        await self.fix.client.start(wait_logged_on=5.0)
+        deadline = time.monotonic() + 5.0
+        while not all(b.best_bid is not None and b.best_ask is not None for b in self.books.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("loopback: no market data from the venue within 5 s")
+            await asyncio.sleep(0.01)
+        self.fut: asyncio.Future | None = None
+        self.received = 0
+        self._new_order = self.xc.new_order
+        self.xc.new_order = self._hooked_new_order      # the venue's order entry calls this
+        self.inj_live: str | None = None
+        self.n = 0
+        self.gaps_at_start = self.feed.counters.gaps   # the subscription itself may open one
+        self.core.start()
+
+    def _on_feed(self, result) -> None:
+        # engine.runtime.Runtime._on_feed without the simulated execution
+        core, now = self.core, time.time_ns()
+        for symbol in self.feed.instrument_symbols(result.top_changed):
+            core.on_book(symbol, l2.BOOK_TOP_CHANGED, now)
+        if len(result.trades):
+            for t in result.trades:
+                symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
+                core.on_trade(symbol, int(t["price"]), int(t["shares"]), int(t["side"]), now)
+
+    def _hooked_new_order(self, account, *args, **kwargs):
+        if account == self.ENGINE:
+            t1 = time.perf_counter_ns()
+            self.received += 1
+            fut = self.fut
+            if fut is not None and not fut.done():
+                fut.set_result(t1)
+        return self._new_order(account, *args, **kwargs)
+
+    def _inject(self) -> None:
+        """Change the venue's top of book: an order joining the best bid, or its cancel."""
+        self.n += 1
+        if self.inj_live is None:
+            bid = self.xc.book(SYMBOL).best_bid
+            cl = f"I{self.n}"
+            if self._new_order(self.INJECTOR, cl, SYMBOL, 0, 100, bid) is None:
+                raise RuntimeError("loopback: the venue refused the injected order")
+            self.inj_live = cl
+        else:
+            if not self.xc.cancel_order(self.INJECTOR, f"X{self.n}", orig_cl_ord_id=self.inj_live):
+                raise RuntimeError("loopback: the venue could not cancel the injected order")
+            self.inj_live = None
+
+    async def step(self) -> int:
+        self._inject()
+        self.fut = fut = self.loop.create_future()
+        t0 = time.perf_counter_ns()
+        sent = self.venue.publisher.flush()
+        if sent != 1:
+            raise RuntimeError(f"loopback: the injection published {sent} packets, expected 1")
+        t1 = await asyncio.wait_for(fut, 5.0)
+        self.fut = None
+        await self._settle()
+        return t1 - t0
+
+    async def _settle(self) -> None:
+        """Outside the timed region: cancel the engine's order at the venue and wait
+        until the order manager has it closed (the kernel released it)."""
+        om = self.core.om
+        deadline = time.monotonic() + 5.0
+        while om.open_orders():
+            for o in om.open_orders():
+                if o.state.value in ("New", "PendingNew"):
+                    om.cancel(o.cl_ord_id)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"loopback: orders still open after 5 s: {om.open_orders()}")
+            await asyncio.sleep(0)
+        om.forget_terminal(time.time_ns() + 1)
+
+    async def stop(self) -> None:
+        self.xc.new_order = self._new_order
+        self.core.stop("bench done")
+        await self.fix.client.stop()
+        await self.feed.stop()
+        await self.venue.stop()
+        self.journal.close()
+
+    def check(self) -> None:
+        gaps = self.feed.counters.gaps - self.gaps_at_start
+        if gaps:
+            raise RuntimeError(f"loopback: the feed had {gaps} gaps while sampling")
+
+
+class CythonLoopbackRig(LoopbackRig):
+    """The same venue; the engine side is the compiled path: the ItchFeedHandler (gap
+    detection, retransmission) hands each packet to TickToTrade.process, whose bytes
+    go out through the FIX session (commit_encoded: stored for resend, written).
+    Orders are released by canceling them at the venue; the Canceled report gives the
+    kernel its reservation back."""
+
+    async def start(self, tmp: str) -> None:
+        from decimal import Decimal
+
+        from engine.risk_policy import build_kernel
+        from gateway.fix_client import ExecutionReportEvent, FixOrderClient
+        from gateway.instruments import Instrument as WireInstrument
+        from gateway.itch_feed import ItchFeedHandler
+        from gateway.venue import Venue, VenueOptions
+        self._report_type = ExecutionReportEvent
+        self.loop = asyncio.get_running_loop()
+        self.venue = Venue(VenueOptions(fix_port=0, itch_request_port=0, target_comp_ids=(self.ENGINE,),
+                                        symbols=(SYMBOL,), replay_events_per_tick=0, warmup_events=2_000,
+                                        seed=11))
+        await self.venue.start()
+        self.xc = self.venue.exchange
+        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
+        self.client = FixOrderClient("127.0.0.1", self.venue.fix_port, self.ENGINE, "VENUE",
+                                     [WireInstrument(SYMBOL, Decimal(TICK))], on_event=self._on_event,
+                                     heartbeat_interval=30, reset_seq_num=True)
+        self.session = self.client.session
+        self.kernel = build_kernel(self.config)
+        self.strategy = ct.QuoteAtTouch(qty=1, offset_ticks=LOOPBACK_OFFSET_TICKS)
+        self.t2t = ct.TickToTrade(t2t_instruments(self.config), self.kernel, self.session.encoder,
+                                  self.strategy, ((time.time_ns() // 1_000_000_000) << 32) | 1)
+        self.feed = ItchFeedHandler((), host="127.0.0.1", port=0,
+                                    request_addr=("127.0.0.1", self.venue.itch_request_port),
+                                    session=self.venue.options.itch_session, create_books=False,
+                                    subscribe=True)
+        self.feed._apply = self._apply          # raw packets -> the compiled path
+        await self.feed.start()
+        await self.client.start(wait_logged_on=5.0)
+        deadline = time.monotonic() + 5.0
+        while True:
+            bid, _, ask, _ = self.t2t.top(0)
+            if bid != NO_PRICE and ask != NO_PRICE:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("loopback: no market data from the venue within 5 s")
+            await asyncio.sleep(0.01)
+        self.t2t.drain_orders()
+        for r in self.t2t.drain_orders().tolist():    # nothing yet, but keep the kernel exact
+            self.kernel.on_cancel(r[2], r[9], r[3])
+        self.fut = None
+        self.received = 0
+        self._new_order = self.xc.new_order
+        self.xc.new_order = self._hooked_new_order
+        self.inj_live = None
+        self.n = 0
+        self.open: dict[str, tuple[int, int, int]] = {}   # ClOrdID -> (inst_id, side, qty)
+        self.gaps_at_start = self.feed.counters.gaps
+
+    def _apply(self, packet: bytes):
+        t, s = self.t2t, self.session
+        t.next_seq_num = s.next_sender_seq
+        out = t.process(packet)
+        if out is not None:
+            s.commit_encoded(b"D", out)
+        return t.last_result
+
+    def _on_event(self, event) -> None:
+        if type(event) is self._report_type and event.exec_type in ("4", "8"):   # Canceled, Rejected
+            key = event.orig_cl_ord_id if event.exec_type == "4" else event.cl_ord_id
+            o = self.open.pop(key, None)
+            if o is not None:
+                self.kernel.on_cancel(*o)
+
+    async def _settle(self) -> None:
+        for r in self.t2t.drain_orders().tolist():
+            if r[8] != ct.OUTCOME_SENT:
+                raise RuntimeError(f"loopback: the compiled path refused an order (outcome {r[8]})")
+            cl = format_cl_ord_id(r[0])
+            self.open[cl] = (r[2], r[9], r[3])
+            self.client.cancel(cl, symbol=SYMBOL, side=r[9])
+        deadline = time.monotonic() + 5.0
+        while self.open:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"loopback: orders still open after 5 s: {self.open}")
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        self.xc.new_order = self._new_order
+        await self.client.stop()
+        await self.feed.stop()
+        await self.venue.stop()
+
+
+def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False) -> np.ndarray:
+    from gateway.loops import run as run_on
+
+    async def main() -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="t2t-loop-") as tmp:
+            rig = CythonLoopbackRig() if compiled else LoopbackRig()
+            await rig.start(tmp)
+            out = np.empty(n, dtype=np.float64)
+            try:
+                for _ in range(warmup):
+                    await rig.step()
+                gc.collect()
+                gc_was = gc.isenabled()
+                gc.disable()
+                try:
+                    for i in range(n):
+                        out[i] = await rig.step()
+                finally:
+                    if gc_was:
+                        gc.enable()
+                if rig.received != n + warmup:
+                    raise RuntimeError(f"loopback: {rig.received} orders reached the venue, "
+                                       f"expected {n + warmup}")
+                rig.check()
+            finally:
+                await rig.stop()
+            return out
+    return run_on(main(), loop=loop_name)
+
+
+def _measure_loopback(quick: bool) -> tuple[Result, Result, Result]:
+    n, warmup = (1_000, 200) if quick else (10_000, 1_000)
+    base = percentiles("tick_to_trade_loopback[asyncio]", _loopback_samples("asyncio", n, warmup))
+    ours = percentiles("tick_to_trade_loopback", _loopback_samples("uvloop", n, warmup))
+    compiled = percentiles("tick_to_trade_loopback_cython",
+                           _loopback_samples("uvloop", n, warmup, compiled=True))
+    return ours, base, compiled
+
+
+# ----------------------------------------------------------------------------- entries
+
+def _entry(ours: Result, base: Result, note: str) -> dict:
+    e = ours.as_dict()
+    e["baseline"] = base.as_dict()
+    e["ratio"] = base.p50 / ours.p50
+    e["load"] = machine_load()
+    e["note"] = note
+    return e
+
+
+def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
+    cy, py, ref = _measure_inprocess(quick)
+    loop, loop_base, loop_c = _measure_loopback(quick)
+    pre = "memory prefaulted" if PREFAULTED and all(PREFAULTED) else "memory NOT prefaulted"
+    entries = [
+        _entry(py, ref, "ITCH bytes -> FIX bytes through the engine core (ItchBookApplier, TradingCore, "
+                        "OrderManager, RiskKernel, FixEncoder); baseline: the same core over the "
+                        "Python references (itch_ref, book_ref, risk_ref, simplefix)"),
+        _entry(cy, py, "core_ext.t2t.TickToTrade + QuoteAtTouch (all C calls); baseline: the engine's "
+                       "Python path (tick_to_trade_inprocess)"),
+        _entry(loop, loop_base, "venue publish (UDP) -> feed handler -> core (journal on) -> FIX (TCP) -> "
+                                "venue exchange.new_order, one process, one loop; baseline: asyncio loop"),
+        _entry(loop_c, loop, "the loopback with the compiled engine path (feed handler -> "
+                             "TickToTrade -> FIX session) on uvloop; baseline: tick_to_trade_loopback"),
+    ]
+    for e in entries[:2]:
+        e["note"] += f"; {pre}"
+    rows = [(py, ref), (cy, py), (loop, loop_base), (loop_c, loop)]
+    return rows, entries
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Entries for `engine bench`: tick_to_trade_inprocess, tick_to_trade_cython,
+    tick_to_trade_loopback and tick_to_trade_loopback_cython (ns per event; baselines
+    measured in the same run)."""
+    return _measure(quick)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in argv
+    t0 = time.perf_counter()
+    rows, entries = _measure(quick)
+    print(report(rows))
+    for e in entries:
+        print(f"{e['name']:28} p50 {e['p50']:>10,.0f} ns  p99 {e['p99']:>10,.0f}  p99.9 {e['p999']:>10,.0f}  "
+              f"max {e['max']:>11,.0f}  n {e['n']:>7}   baseline p50 {e['baseline']['p50']:>10,.0f} "
+              f"({e['baseline']['name']})  ratio {e['ratio']:.1f}x")
+    print(f"({time.perf_counter() - t0:.1f} s{' quick' if quick else ''}; {machine_load()})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- pytest-benchmark view
+
+PYTEST_BATCH = 100
+
+
+def _pytest_inprocess(benchmark, make) -> None:
+    """One benchmark call = PYTEST_BATCH packets (with the release after each; the GC
+    stays on, as pytest-benchmark runs it)."""
+    with tempfile.TemporaryDirectory(prefix="t2t-pb-") as tmp:
+        pipe = make(tmp)
+        rounds = 200 if isinstance(pipe, CythonPipeline) else 50
+        setup, events = make_packets((rounds + 5) * PYTEST_BATCH)
+        for p in setup:
+            pipe.process(p)
+        it = iter(events)
+
+        tidy = getattr(pipe, "housekeeping", None)
+
+        def batch():
+            for _ in range(PYTEST_BATCH):
+                pipe.process(next(it))
+                pipe.release()
+            if tidy is not None:
+                tidy()          # forget terminal orders, as _sample does every 4096 events
+        benchmark.pedantic(batch, rounds=rounds, warmup_rounds=5)
+
+
+def test_bench_t2t_cython(benchmark):
+    _pytest_inprocess(benchmark, lambda tmp: CythonPipeline(tmp))
+
+
+def test_bench_t2t_inprocess(benchmark):
+    _pytest_inprocess(benchmark, lambda tmp: EnginePipeline(tmp))
+
+
+def test_bench_t2t_inprocess_python_refs(benchmark):
+    _pytest_inprocess(benchmark, lambda tmp: EnginePipeline(tmp, reference=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
