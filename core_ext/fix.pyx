@@ -319,7 +319,7 @@ cdef inline int64_t _now_ns() noexcept nogil:
 def format_utc_timestamp(int64_t ns) -> bytes:
     """UTC nanoseconds since the epoch -> b"YYYYMMDD-HH:MM:SS.sss" (FIX UTCTimestamp, ms)."""
     cdef char out[24]
-    if ns < 0 or ns >= 253402300800 * <int64_t>1000000000:
+    if ns < 0 or ns // 1000000000 >= 253402300800:   # year 10000; the product overflows int64
         raise FixInvalidField(f"timestamp {ns} ns is outside 1970..9999")
     _format_second(ns // 1000000000, out)
     cdef int ms = <int>((ns // 1000000) % 1000)
@@ -1912,7 +1912,7 @@ cdef class FixEncoder:
         out[20] = <char>(48 + ms % 10)
 
     cdef int _put_time_field(self, int32_t tag, int64_t ns) except -1:
-        if ns < 0 or ns >= 253402300800 * <int64_t>1000000000:
+        if ns < 0 or ns // 1000000000 >= 253402300800:   # year 10000; the product overflows int64
             raise FixInvalidField(f"tag {tag}: timestamp {ns} ns is outside 1970..9999")
         self._reserve_bytes(40)
         self._pos += _fmt_uint(self._buf + self._pos, <uint64_t>tag)

@@ -18,7 +18,7 @@ import orjson
 
 from engine.errors import EngineError
 
-MODULES = ("book", "matching", "risk", "fix", "itch", "ouch", "feed", "roundtrip", "backtest")
+MODULES = ("book", "matching", "risk", "fix", "itch", "ouch", "feed", "roundtrip", "backtest", "tick_to_trade")
 
 
 def _checkout_root() -> Path:
