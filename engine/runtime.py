@@ -30,11 +30,12 @@ import orjson
 
 from core_ext import book as l2
 from engine import admin as admin_mod
+from engine import recovery as recovery_mod
 from engine.assembly import TradingCore, build_core
 from engine.config import Config, Stage, load_config
 from engine.errors import EngineError
 from engine.evidence import EvidenceStore, StageRun
-from engine.journal import Journal
+from engine.journal import Journal, JournalError
 from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
 from engine.promotion import PromotionGate, criteria_from_config
 from engine.shadow_execution import ShadowExecution
@@ -89,6 +90,7 @@ class Runtime:
     fix: FixExecution | None = None
     shadow: ShadowExecution | None = None
     journal: Journal | None = None
+    recovery: recovery_mod.Recovery | None = None
     admin: admin_mod.AdminServer | None = None
     collector: MetricsCollector | None = None
     gate: PromotionGate | None = None
@@ -120,10 +122,14 @@ class Runtime:
         if self.stage in REAL_STAGES and cfg.venue is None:
             raise EngineError(f"stage {self.stage} needs a [venue] section in the config")
         self.journal = Journal(self.storage / "journal")
+        # crash recovery, step 1: the journal's view, before anything connects
+        self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
+                                                           has_venue=self.stage in REAL_STAGES)
         self.books = {s: l2.L2Book(s) for s in cfg.instruments_by_symbol}
         client = self._execution_client()
         self.core = build_core(cfg, self.books, client, clock=self._clock, stage=self.stage,
                                state_dir=self.storage, journal=self._journal)
+        self.recovery.restore(self.core, self.journal)     # step 2: before the venue session logs on
         self._wire_kill_switch_demotion()
         for symbol in self.books:          # fail closed until the feed has delivered
             self.core.on_book_stale(symbol, True)
@@ -132,29 +138,41 @@ class Runtime:
             try:
                 await self.fix.client.start(wait_logged_on=5.0)
             except (asyncio.TimeoutError, OSError) as exc:
+                why = self.fix.client.session.last_disconnect_reason
                 raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our logon "
-                                  f"within 5 s ({exc!r})") from None
+                                  f"within 5 s ({why or repr(exc)})") from None
+        await self.recovery.reconcile(self)    # step 3: raises (trading blocked) if the venue disagrees
         await self._start_admin()
         self._timer_task = asyncio.get_running_loop().create_task(self._timers())
         self.started_ns = self._clock()
 
     def _journal(self, event: str, payload: dict) -> None:
-        # written before the order leaves the process (the order manager calls this first)
+        # written before the order leaves the process (the order manager calls this first);
+        # with real execution it is also on disk first, so the venue never holds an order
+        # the journal does not know, even after a crash
         self.journal.append(event, payload)
+        if event in recovery_mod.SEND_KINDS and self.stage in REAL_STAGES and not self.journal.sync(timeout=2.0):
+            raise JournalError(f"journal did not reach the disk within 2 s: {event} not sent")
 
     def _execution_client(self):
         cfg, st = self.config, self.stage
         if st in (Stage.PAPER, Stage.SHADOW):
-            sim_cfg = cfg.simulation
-            self.sim = SimExecution(self.books, cfg.instruments_by_symbol, seed=sim_cfg.seed, clock=self._clock)
+            # the fill, commission and latency models of [simulation]: the same as the backtest's
+            from engine.backtest import sim_execution_from_config
+            self.sim = sim_execution_from_config(cfg, self.books, self._clock)
         if st in REAL_STAGES:
             v = cfg.venue
             if v.protocol != "fix":
                 raise EngineError(f"venue.protocol {v.protocol!r}: engine run speaks FIX for now")
             password = v.password.reveal() if v.password is not None else None
+            # the session persists in storage; it is resumed (not reset) when an order may still be
+            # working, so that the venue resends the reports we missed while down
             self.fix = FixExecution.connect(v.host, v.port, v.sender_comp_id, v.target_comp_id,
                                             cfg.instruments, heartbeat_interval=v.heartbeat_s,
-                                            username=v.username, password=password, reset_seq_num=True)
+                                            username=v.username, password=password,
+                                            reset_seq_num=not self.recovery.resume_fix_session,
+                                            store=recovery_mod.session_store(self.storage, v.sender_comp_id,
+                                                                             v.target_comp_id))
         if st == Stage.SHADOW:
             self.shadow = ShadowExecution(self.fix, self.sim)
             return self.shadow
