@@ -160,6 +160,7 @@ class VenueConfig:
     feed_host: str = "127.0.0.1"     # the venue's ITCH 5.0 / MoldUDP64 feed
     feed_request_port: int = 9880    # its retransmission/subscription port (UDP)
     feed_session: str = "VENUE1"     # MoldUDP64 session name
+    statement: str | None = None     # the venue's broker statement: its GET /statement URL or a file
 
 
 @dataclass(frozen=True)
@@ -605,6 +606,7 @@ def _venue(top: _Table) -> VenueConfig | None:
         feed_request_port=t.int_("feed_request_port", 9880, 1, 65535),
         feed_session=t.str_("feed_session", "VENUE1", pattern=re.compile(r"^[\x21-\x7e]{1,10}$"),
                             what="1..10 printable characters"),
+        statement=t.str_("statement", None, what="the venue's statement URL or a file path"),
     )
     t.done()
     return v

@@ -124,7 +124,8 @@ class Runtime:
         self.journal = Journal(self.storage / "journal")
         # crash recovery, step 1: the journal's view, before anything connects
         self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
-                                                           has_venue=self.stage in REAL_STAGES)
+                                                           has_venue=self.stage in REAL_STAGES,
+                                                           statement_source=cfg.venue.statement if cfg.venue else None)
         self.books = {s: l2.L2Book(s) for s in cfg.instruments_by_symbol}
         client = self._execution_client()
         self.core = build_core(cfg, self.books, client, clock=self._clock, stage=self.stage,

@@ -65,8 +65,9 @@ class FixExecution:
                               cl_ord_id=format_cl_ord_id(order.cl_ord_id))
 
     def send_cancel(self, order: Order, cancel_id: int) -> None:
+        # symbol and side let the client cancel an order it did not send (adopted after a restart)
         self.client.cancel(format_cl_ord_id(order.cl_ord_id), cl_ord_id=format_cl_ord_id(cancel_id),
-                           order_id=order.venue_order_id or None)
+                           order_id=order.venue_order_id or None, symbol=order.symbol, side=int(order.side))
 
     def send_replace(self, order: Order, replacement: Order) -> None:
         self.client.replace(format_cl_ord_id(order.cl_ord_id), qty=replacement.qty, price=replacement.price,
@@ -77,7 +78,8 @@ class FixExecution:
         self.client.mass_cancel(symbol, cl_ord_id=format_cl_ord_id(request_id))
 
     def send_status_request(self, order: Order) -> None:
-        self.client.order_status(format_cl_ord_id(order.cl_ord_id), order_id=order.venue_order_id or None)
+        self.client.order_status(format_cl_ord_id(order.cl_ord_id), order_id=order.venue_order_id or None,
+                                 symbol=order.symbol, side=int(order.side))
 
     # --------------------------------------------------------------- events
     def _on_event(self, event) -> None:

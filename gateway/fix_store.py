@@ -112,10 +112,14 @@ class SqliteStore(MemoryStore):
     def set_next_sender(self, seq: int) -> None:
         super().set_next_sender(seq)
         self._dirty = True
+        if self.flush_interval == 0:
+            self.flush()
 
     def set_next_target(self, seq: int) -> None:
         super().set_next_target(seq)
         self._dirty = True
+        if self.flush_interval == 0:
+            self.flush()
 
     def reset(self) -> None:
         super().reset()

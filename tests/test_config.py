@@ -268,3 +268,14 @@ def test_check_main(tmp_path, capsys):
     assert out.out == "" and "risk.instruments.BTC.max_order_qty" in out.err
     assert "Traceback" not in out.err
     assert check_main(None) == 0
+
+
+def test_venue_statement_source_is_a_config_key(tmp_path):
+    from importlib import resources
+
+    from engine.config import load_config
+    text = (resources.files("engine") / "sample_run_config.toml").read_text()
+    text = text.replace('feed_session = "VENUE1"', 'feed_session = "VENUE1"\nstatement = "http://127.0.0.1:9881/statement"')
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert load_config(path).venue.statement == "http://127.0.0.1:9881/statement"

@@ -165,3 +165,27 @@ def test_latched_kill_switch_fails_preflight_and_admin_kill_needs_the_token(tmp_
     assert venue_open == [], "the venue still holds an order of ours after the kill"
     state = orjson.loads((tmp_path / "store" / "killswitch.json").read_bytes())
     assert state["tripped"] is True   # latched across restarts until reset
+
+
+def test_fix_execution_cancels_an_order_it_did_not_send():
+    """An order adopted after a restart: the cancel and the status request carry symbol and side."""
+    from engine.orders import OrdStatus, Order, Side, Tif
+    from engine.venue_execution import FixExecution
+
+    calls = []
+
+    class FakeClient:
+        on_event = None
+
+        def cancel(self, orig, cl_ord_id=None, order_id=None, symbol=None, side=None):
+            calls.append(("cancel", orig, symbol, side))
+
+        def order_status(self, cl_ord_id, order_id=None, symbol=None, side=None):
+            calls.append(("status", cl_ord_id, symbol, side))
+
+    ex = FixExecution(FakeClient())
+    order = Order(cl_ord_id=12345, symbol="MSFT", inst_id=1, side=Side.SELL, qty=3, price=100, tif=Tif.DAY,
+                  state=OrdStatus.NEW, created_ns=0, updated_ns=0)
+    ex.send_cancel(order, 12346)
+    ex.send_status_request(order)
+    assert calls == [("cancel", "9IX", "MSFT", 1), ("status", "9IX", "MSFT", 1)]
