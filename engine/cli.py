@@ -81,7 +81,8 @@ def _run_options(args: argparse.Namespace):
         raise EngineError(f"--duration {args.duration}: must be > 0 seconds")
     return RunOptions(config_path=args.config, stage=args.stage, admin_port=args.admin_port,
                       duration_s=getattr(args, "duration", None), force=getattr(args, "force", False),
-                      cpu=getattr(args, "cpu", None))
+                      cpu=getattr(args, "cpu", None), gc_policy=getattr(args, "gc_policy", "freeze"),
+                      lock_memory=getattr(args, "lock_memory", False))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -311,7 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="stop by itself after this long (default: run until SIGINT/SIGTERM)")
             p.add_argument("--force", action="store_true",
                            help="run a stage not reached by promotion (recorded as a forced run)")
-            p.add_argument("--cpu", type=int, default=None, metavar="N", help="pin the process to CPU N")
+            p.add_argument("--cpu", type=int, default=None, metavar="N",
+                           help="pin the event loop's process to CPU N (see deploy/TUNING.md)")
+            p.add_argument("--gc", dest="gc_policy", choices=("default", "freeze", "disabled"), default="freeze",
+                           help="garbage collector policy after start-up: freeze moves start-up objects out of "
+                                "the collector's generations (default %(default)s)")
+            p.add_argument("--lock-memory", action="store_true",
+                           help="mlockall the process memory (no page faults on the hot path)")
         p.set_defaults(func=func)
 
     bt = sub.add_parser("backtest", help="replay historical data through the strategy; metrics and a report",

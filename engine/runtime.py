@@ -60,6 +60,8 @@ class RunOptions:
     cpu: int | None = None               # pin the process to this CPU
     feed_wait_s: float = 5.0             # how long to wait for the first market data
     check_only: bool = False             # pre-flight: start the parts, trade nothing, record nothing
+    gc_policy: str = "freeze"            # engine.tuning.apply_gc_policy: default | freeze | disabled
+    lock_memory: bool = False            # mlockall: no page faults on the hot path (co-location)
 
 
 def price4_per_tick(tick_size: Decimal) -> int:
@@ -100,6 +102,7 @@ class Runtime:
     system_errors: int = 0
     preflight_report: list = field(default_factory=list)
     _timer_task: asyncio.Task | None = None
+    gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
     # --------------------------------------------------------------- build
@@ -269,6 +272,8 @@ class Runtime:
                 if self.sim is not None:
                     self.sim.advance_to(now)
                 self.core.on_timer(now)
+                if self.gc_collector is not None:
+                    self.gc_collector.maybe_collect()
                 if self.options.duration_s is not None and \
                         now - self.started_ns >= self.options.duration_s * 1e9:
                     self.stop_event.set()
@@ -424,8 +429,9 @@ async def run(options: RunOptions) -> int:
     stage = config.stage
     if stage == Stage.BACKTEST:
         raise EngineError("stage backtest replays a file: use `engine backtest --data FILE`")
+    from engine import tuning
     if options.cpu is not None:
-        pin_to_cpu(options.cpu)
+        tuning.pin_cpu(options.cpu)
     rt = Runtime(config, stage, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -445,6 +451,14 @@ async def run(options: RunOptions) -> int:
                 if stage in REAL_STAGES:
                     raise EngineError("pre-flight failed: refusing to start a real-execution stage")
                 log.warning("pre-flight failed in paper: continuing (simulated execution)")
+        if options.cpu is not None:
+            tuning.move_other_threads()
+        if options.lock_memory:
+            tuning.lock_memory()
+        # after start-up: long-lived objects leave the collector's generations (no GC pause per event)
+        log.info("gc %s; %s", tuning.apply_gc_policy(options.gc_policy), tuning.describe())
+        if options.gc_policy == "disabled":
+            rt.gc_collector = tuning.PeriodicCollector(1.0)
         rt.core.start()
         print(f"engine: running stage {stage} with {config.strategy.spec}", flush=True)
         await rt.stop_event.wait()
@@ -456,37 +470,3 @@ async def run(options: RunOptions) -> int:
                         "risk_counters": status.get("risk_counters"), "equity": status.get("equity")}).decode(),
           flush=True)
     return 0
-
-
-def pin_to_cpu(cpu: int) -> None:
-    """Pin this process (the event loop's thread) to one CPU; co-located deployments
-    pair this with isolcpus (deploy/TUNING.md)."""
-    available = os.sched_getaffinity(0)
-    if cpu not in available:
-        raise EngineError(f"--cpu {cpu}: not one of the CPUs this process may use {sorted(available)}")
-    os.sched_setaffinity(0, {cpu})
-
-
-async def preflight_main(options: RunOptions) -> int:
-    """`engine preflight`: start everything a run would (feed, venue session, admin,
-    journal), run the checks without starting the strategy, print the table.
-    0 when every check passes, 1 otherwise."""
-    from engine.preflight import format_table, run_checks
-    config = load_run_config(options)
-    if config.stage == Stage.BACKTEST:
-        raise EngineError("pre-flight checks a venue stage: pass --stage paper|shadow|small|live")
-    options = RunOptions(**{**options.__dict__, "check_only": True})   # checking is not running: no gate
-    rt = Runtime(config, config.stage, options)
-    results = []
-    try:
-        try:
-            await rt.start()
-        except EngineError as exc:
-            print(f"pre-flight: cannot start: {exc}", flush=True)
-            return 1
-        await rt.wait_for_market_data()
-        results = await run_checks(rt)
-    finally:
-        await rt.stop("pre-flight done")
-    print(format_table(results), flush=True)
-    return 0 if results and all(r.ok for r in results) else 1

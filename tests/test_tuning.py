@@ -260,3 +260,33 @@ def test_systemd_unit():
     assert svc["EnvironmentFile"].startswith("/etc/engine/")
     assert "Nice" in svc and "IOSchedulingClass" in svc
     assert int(cp["Unit"]["StartLimitBurst"]) >= 1
+
+
+def test_engine_run_applies_cpu_pinning_and_gc_policy_end_to_end(tmp_path):
+    """`engine run --cpu 0 --gc freeze` against the venue simulator: the engine logs the
+    affinity and GC state it applied after start-up."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.test_runtime import write_config
+
+    venue = subprocess.Popen([sys.executable, "-m", "engine.cli", "venue", "--fix-port", "0",
+                              "--itch-request-port", "0"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        banner = [venue.stdout.readline() for _ in range(3)]
+        fix_port = int(re.search(r"listening on [\d.]+:(\d+)", banner[0]).group(1))
+        feed_port = int(re.search(r"udp [\d.]+:(\d+)", banner[2]).group(1))
+        config = write_config(tmp_path, fix_port, feed_port, "paper")
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "-v", "run", "--config", str(config),
+                               "--admin-port", "0", "--duration", "2", "--force", "--cpu", "0", "--gc", "freeze"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=90)
+    finally:
+        venue.terminate()
+        venue.wait(10)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gc_line = [ln for ln in proc.stderr.splitlines() if "engine.runtime: gc " in ln]
+    assert gc_line, proc.stderr[-2000:]
+    assert "freeze" in gc_line[0] and re.search(r"cpus?\W+\[?0\]?", gc_line[0]), gc_line[0]
