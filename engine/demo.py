@@ -24,6 +24,7 @@ from core_ext import book as l2
 from core_ext import matching as mb
 from core_ext import risk as rk
 from gateway import synthetic
+from gateway.exchange import flow_to_ops
 
 OUR_OWNER = 1                 # owner id of our orders in the matching book
 OUR_ID_BASE = 1 << 40         # our order ids, far from the synthetic flow's ids
@@ -53,25 +54,6 @@ class SymbolResult:
     crossed_updates: int = 0
 
 
-def _flow_to_ops(flow: np.ndarray) -> np.ndarray:
-    ops = np.zeros(len(flow), dtype=mb.L3_OP_DTYPE)
-    ops["order_id"] = flow["order_id"]
-    ops["side"] = flow["side"]
-    ops["qty"] = flow["qty"]
-    ops["owner"] = 0  # anonymous market participants
-    add = flow["kind"] == synthetic.EVENT_ADD
-    cancel = flow["kind"] == synthetic.EVENT_CANCEL
-    market = flow["kind"] == synthetic.EVENT_MARKET
-    ops["op"][add | market] = mb.L3_OP_ADD
-    ops["op"][cancel] = mb.L3_OP_CANCEL
-    ops["price"][add] = flow["price"][add]
-    ops["ord_type"][add] = mb.ORDTYPE_LIMIT
-    ops["tif"][add] = mb.TIF_DAY
-    ops["ord_type"][market] = mb.ORDTYPE_MARKET
-    ops["tif"][market] = mb.TIF_IOC
-    return ops
-
-
 def _load_limits(kernel: rk.RiskKernel, inst: int) -> None:
     kernel.add_instrument(inst, contract_multiplier=1)
     kernel.set_instrument_limits(inst, max_order_qty=500, max_order_notional=500 * 12_000,
@@ -82,7 +64,7 @@ def _load_limits(kernel: rk.RiskKernel, inst: int) -> None:
 def run_symbol(symbol: str, inst: int, events: int, seed: int, kernel: rk.RiskKernel) -> SymbolResult:
     res = SymbolResult(symbol)
     flow = synthetic.generate(events, seed)
-    ops = _flow_to_ops(flow)
+    ops = flow_to_ops(flow)
     book = mb.MatchingBook(symbol)
     l2book = l2.L2Book(symbol)
     statuses = np.zeros(CHUNK, dtype=np.uint8)

@@ -35,26 +35,9 @@ REVERSE_ROUTE = {115: 128, 116: 129, 144: 145, 128: 115, 129: 116, 145: 144}
 # Administrative message types: never resent, gap-filled instead.
 ADMIN_TYPES = frozenset({b"0", b"1", b"2", b"3", b"4", b"5", b"A"})
 
-# SessionRejectReason (373) values and QuickFIX's texts for them (compared literally).
-REJECT_TEXTS = {
-    0: "Invalid tag number",
-    1: "Required tag missing",
-    2: "Tag not defined for this message type",
-    3: "Undefined Tag",
-    4: "Tag specified without a value",
-    5: "Value is incorrect (out of range) for this tag",
-    6: "Incorrect data format for value",
-    7: "Decryption problem",
-    8: "Signature problem",
-    9: "CompID problem",
-    10: "SendingTime accuracy problem",
-    11: "Invalid MsgType",
-    13: "Tag appears more than once",
-    14: "Tag specified out of required order",
-    15: "Repeating group fields out of order",
-    16: "Incorrect NumInGroup count for repeating group",
-    17: "Non Data value includes field delimiter (SOH character)",
-}
+# SessionRejectReason (373) -> QuickFIX's text (compared literally by the acceptance tests);
+# one table, owned by the codec that validates.
+REJECT_TEXTS = fixcodec.SESSION_REJECT_TEXT
 REJECT_REQUIRED_TAG_MISSING = 1
 REJECT_VALUE_INCORRECT = 5
 REJECT_COMPID_PROBLEM = 9
