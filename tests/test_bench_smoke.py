@@ -1,0 +1,40 @@
+"""`engine bench --quick` as CI's smoke test: it runs, writes the JSON with every named
+benchmark and its fields. It never asserts on the numbers (timing is not a test)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+
+from tests.conftest import REPO_ROOT
+
+NAMES = ("fix_encode_new_order", "fix_parse_exec_report", "book_l2_update", "book_l3_replay", "risk_check",
+         "itch_decode_apply", "tick_to_trade_inprocess", "tick_to_trade_loopback", "order_ack_roundtrip",
+         "backtest_quotes")
+
+
+def test_engine_bench_quick_writes_every_named_benchmark(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--quick", "--json", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = orjson.loads(out.read_bytes())
+    by_name = {e["name"]: e for e in doc["benchmarks"]}
+    missing = [n for n in NAMES if n not in by_name]
+    assert not missing, missing
+    for name in NAMES:
+        e = by_name[name]
+        for key in ("unit", "p50", "p99", "p999", "max", "n"):
+            assert key in e, (name, key)
+        assert e["n"] > 0
+        if e.get("baseline") is not None:
+            assert e["ratio"] is not None and "p50" in e["baseline"] and "name" in e["baseline"]
+    assert "loadavg_1m" in doc["meta"] and doc["meta"]["quick"] is True
+    assert "tick_to_trade_inprocess" in proc.stdout
+
+
+def test_engine_bench_rejects_an_unknown_module():
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--only", "nosuch"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "nosuch" in proc.stderr and "Traceback" not in proc.stderr
