@@ -192,15 +192,46 @@ async def small_stage_drills(rt: Runtime, venue: Venue) -> list[RiskControlCheck
     for name, (qty, price) in drills.items():
         code = core.kernel.would_pass(inst.inst_id, int(Side.BUY), qty, price, 2**62 + len(checks), now)
         checks.append(RiskControlCheck(name, True, code != rk.RISK_OK, rk.REJECT_REASONS.get(code, "?")))
+    # position and gross exposure: evaluated against a position placed near the limit for the
+    # check only (single-threaded: nothing trades in between), then restored
+    kernel, pos = core.kernel, core.kernel.position(inst.inst_id)
+    for name, position, qty in (("max_position", limits["max_position"], 1),
+                                ("max_gross_exposure", 10**9 // max(mid, 1), 1)):
+        kernel.set_position(inst.inst_id, min(position, limits["max_position"]))
+        code = kernel.would_pass(inst.inst_id, int(Side.BUY), qty, mid, 2**62 + 10 + len(checks), now)
+        if name == "max_gross_exposure" and code == rk.RISK_REJECT_MAX_POSITION:
+            code = kernel.would_pass(inst.inst_id, int(Side.SELL), qty, mid, 2**62 + 20, now)
+        kernel.set_position(inst.inst_id, pos)
+        checks.append(RiskControlCheck(name, True, code != rk.RISK_OK, rk.REJECT_REASONS.get(code, "?")))
+    # throttle: real checks until the window is full; each passing check is released at once
+    # (as if the order had not been sent) so that only the rate limit can refuse
+    passed = []
+    code = rk.RISK_OK
+    for i in range(core.config.risk.max_orders_per_window + 1):
+        code = kernel.check(inst.inst_id, int(Side.BUY), 1, book.best_bid, 2**62 + 100 + i, time.time_ns())
+        if code != rk.RISK_OK:
+            break
+        kernel.on_reject(inst.inst_id, int(Side.BUY), 1)
+        passed.append(i)
+    checks.append(RiskControlCheck("throttle", True, code == rk.RISK_REJECT_THROTTLE,
+                                   f"{len(passed)} passed, then {rk.REJECT_REASONS.get(code, '?')}"))
+    # daily loss: the day started richer than the account is now -> the policy trips the kill switch
+    core.policy.start_day(core.portfolio.equity() + float(core.config.risk.daily_loss_limit) + 1)
+    core.policy.check()
+    checks.append(RiskControlCheck("daily_loss", True, core.killswitch.tripped,
+                                   f"kill switch: {core.killswitch.reason or 'not tripped'}"))
     loop = asyncio.get_running_loop()
     token = os.environ[DEMO_TOKEN_ENV]
+    refused = await loop.run_in_executor(None, lambda: admin_request(
+        rt.admin.host, rt.admin.port, "POST", "/kill", body={"reason": "no token"}))
     resp = await loop.run_in_executor(None, lambda: admin_request(
         rt.admin.host, rt.admin.port, "POST", "/kill", token=token, body={"reason": "demo kill-switch drill"}))
     await asyncio.sleep(0.5)
     ours = [o for s in venue.exchange.books for o in venue.exchange.books[s].open_orders() if o["owner"] != 0]
-    ok = resp.status == 200 and not ours
+    ok = refused.status == 401 and resp.status == 200 and not ours
     checks.append(RiskControlCheck("kill_switch", True, ok,
-                                   f"admin POST /kill -> {resp.status}; open orders at the venue after: {len(ours)}"))
+                                   f"POST /kill without token -> {refused.status}, with token -> {resp.status}; "
+                                   f"open orders at the venue after: {len(ours)}"))
     say(f"  kill-switch drill: POST /kill answered {resp.status}; the venue holds {len(ours)} open order(s) "
         f"of ours afterwards")
     return checks
@@ -260,7 +291,7 @@ async def pipeline(seed: int, stage_seconds: float, out_dir: Path) -> int:
         say("\n== small (capital limit enforced, kill-switch drill) ==")
         rt, drills = await run_venue_stage(cfg_path, "small", stage_seconds, forced,
                                            during=lambda r: small_stage_drills(r, venue))
-        run_id = rt.record_evidence()
+        run_id = rt.record_evidence(risk_controls=drills)
         for d in drills:
             say(f"  control {d.name}: exercised, {'passed' if d.passed else 'FAILED'} ({d.detail})")
         state = gate.state()

@@ -393,7 +393,7 @@ class Runtime:
         if self.journal is not None:
             self.journal.close()
 
-    def record_evidence(self) -> int | None:
+    def record_evidence(self, risk_controls: tuple = ()) -> int | None:
         core = self.core
         if core is None or self.evidence is None:
             return None
@@ -412,7 +412,8 @@ class Runtime:
                        config_digest=config_digest(self.config), result_digest=digest(fills, (ts, eq)),
                        metrics=metrics, system_errors=self.system_errors,
                        kill_switch_trips=1 if core.killswitch.tripped else 0, n_fills=len(fills),
-                       equity_ts_ns=ts, equity=eq, paired_fills=paired, forced=self.options.force and not
+                       equity_ts_ns=ts, equity=eq, paired_fills=paired, risk_controls=tuple(risk_controls),
+                       forced=self.options.force and not
                        self.gate.reached(str(self.stage)), strategy=self.config.strategy.spec)
         return self.evidence.record_run(run)
 
