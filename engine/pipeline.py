@@ -155,7 +155,7 @@ async def run_venue_stage(config_path: Path, stage: str, seconds: float, forced:
                                                   duration_s=seconds, force=forced))
     await rt.start()
     capture = QuoteCapture(rt)
-    rt.capture = capture
+    rt.quote_capture = capture
     if not await rt.wait_for_market_data():
         raise RuntimeError("no market data from the venue simulator")
     checks = await run_checks(rt)
@@ -273,7 +273,7 @@ async def pipeline(seed: int, stage_seconds: float, out_dir: Path) -> int:
         rt, _ = await run_venue_stage(cfg_path, "paper", stage_seconds, forced)
         paper_id = rt.record_evidence()
         captured = out_dir / "paper-quotes.csv"
-        n = rt.capture.write(captured, config.strategy.params["symbol"])
+        n = rt.quote_capture.write(captured, config.strategy.params["symbol"])
         period = (rt.started_ns, time.time_ns())
         run, res = backtest_run(config, captured, forced=False, notes="backtest over the paper period",
                                 period=period)

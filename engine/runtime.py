@@ -103,6 +103,10 @@ class Runtime:
     preflight_report: list = field(default_factory=list)
     _timer_task: asyncio.Task | None = None
     gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
+    logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
+    store: object | None = None           # engine.store.Store: orders, fills (writer thread)
+    alerting: object | None = None        # engine.alerts.Alerting on the metrics collector
+    capture: object | None = None         # engine.capture.MarketDataCapture: quotes to Parquet
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
     # --------------------------------------------------------------- build
@@ -125,15 +129,18 @@ class Runtime:
         if self.stage in REAL_STAGES and cfg.venue is None:
             raise EngineError(f"stage {self.stage} needs a [venue] section in the config")
         self.journal = Journal(self.storage / "journal")
+        self._start_records(cfg)
         # crash recovery, step 1: the journal's view, before anything connects
         self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
                                                            has_venue=self.stage in REAL_STAGES,
                                                            statement_source=cfg.venue.statement if cfg.venue else None)
         self.books = {s: l2.L2Book(s) for s in cfg.instruments_by_symbol}
+        self._symbol_ids = {s: i for i, s in enumerate(cfg.instruments_by_symbol)}
         client = self._execution_client()
         self.core = build_core(cfg, self.books, client, clock=self._clock, stage=self.stage,
                                state_dir=self.storage, journal=self._journal)
         self.recovery.restore(self.core, self.journal)     # step 2: before the venue session logs on
+        self.core.om.add_listener(on_order=self._record_order, on_fill=self._record_fill)
         self._wire_kill_switch_demotion()
         for symbol in self.books:          # fail closed until the feed has delivered
             self.core.on_book_stale(symbol, True)
@@ -149,6 +156,47 @@ class Runtime:
         await self._start_admin()
         self._timer_task = asyncio.get_running_loop().create_task(self._timers())
         self.started_ns = self._clock()
+
+    def _start_records(self, cfg: Config) -> None:
+        """JSON logs (system, orders, fills, risk), the SQLite store and the Parquet capture:
+        all written by background threads, never on the event loop."""
+        from engine.capture import MarketDataCapture
+        from engine.logs import LogConfig, setup_logging
+        from engine.store import Store
+        secrets = []
+        for secret in (cfg.venue.password if cfg.venue else None, cfg.monitoring.token):
+            if secret is not None:
+                try:
+                    secrets.append(secret.reveal())
+                except EngineError:
+                    pass
+        self.logging_handle = setup_logging(LogConfig(directory=self.storage / "logs"), secrets=secrets)
+        self.store = Store(self.storage / "engine.db")
+        self.capture = MarketDataCapture(self.storage / "capture", "quotes", list(cfg.instruments_by_symbol))
+
+    def _record_order(self, order) -> None:
+        from engine.logs import log_order, log_risk
+        from engine.store import OrderRow
+        log_order(str(order.state), cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=int(order.side),
+                  qty=order.qty, price=order.price, cum_qty=order.cum_qty, reason=order.reject_reason or None)
+        if order.state == "Rejected":
+            log_risk("reject", cl_ord_id=order.cl_ord_id, symbol=order.symbol, reason=order.reject_reason)
+        self.store.upsert_order(OrderRow(
+            cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=int(order.side), qty=order.qty, price=order.price,
+            ord_type=0 if order.price is not None else 1, tif=int(order.tif), state=str(order.state),
+            filled_qty=order.cum_qty, stage=str(self.stage), created_ns=order.updated_ns,
+            updated_ns=order.updated_ns, reason=order.reject_reason or None))
+
+    def _record_fill(self, fill) -> None:
+        from engine.logs import log_fill
+        from engine.store import FillRow
+        log_fill(exec_id=fill.exec_id, cl_ord_id=fill.cl_ord_id, symbol=fill.symbol, side=int(fill.side),
+                 qty=fill.qty, price=fill.price, ts_ns=fill.ts_ns)
+        self.store.insert_fill(FillRow(exec_id=fill.exec_id or f"{fill.cl_ord_id}-{fill.ts_ns}",
+                                       cl_ord_id=fill.cl_ord_id, symbol=fill.symbol, side=int(fill.side),
+                                       qty=fill.qty, price=fill.price, ts_ns=fill.ts_ns, stage=str(self.stage),
+                                       fee=float(fill.commission or 0.0),
+                                       liquidity={"M": "maker", "T": "taker"}.get(fill.liquidity)))
 
     def _journal(self, event: str, payload: dict) -> None:
         # written before the order leaves the process (the order manager calls this first);
@@ -219,6 +267,7 @@ class Runtime:
         self.collector = MetricsCollector(metrics, disk_path=str(self.storage))
         self.collector.add_source("risk", risk_kernel_source(self.core.kernel))
         self.collector.add_source("engine", self._metric_values)
+        self._start_alerting(metrics)
         port = self.options.admin_port if self.options.admin_port is not None else mon.admin_port
         self.admin = admin_mod.AdminServer(host=mon.admin_host, port=port, token=token, metrics=metrics,
                                            status=self.status, health=self.health)
@@ -231,6 +280,21 @@ class Runtime:
         print(f"engine: stage {self.stage} admin on http://{mon.admin_host}:{self.admin.port} "
               f"(/metrics /healthz /status)", flush=True)
 
+    def _start_alerting(self, metrics) -> None:
+        """The Prometheus alert rules evaluated in process (for a deployment without
+        Prometheus); events go to a PagerDuty Events v2 webhook when a routing key is set."""
+        from engine import alerts
+        try:
+            rules = alerts.load_rules()
+        except (alerts.AlertRuleError, OSError) as exc:
+            log.warning("in-process alerting off: %s", exc)
+            return
+        notifier = None
+        if os.environ.get(alerts.ROUTING_KEY_ENV):
+            notifier = alerts.PagerDutyNotifier.from_env()
+        self.alerting = alerts.Alerting(rules, notifier, metrics=metrics)
+        self.collector.add_listener(self.alerting)
+
     # ---------------------------------------------------------------- events
     def _on_feed(self, result) -> None:
         core, now = self.core, self._clock()
@@ -241,6 +305,11 @@ class Runtime:
             if self.sim is not None:
                 self.sim.on_book(symbol, now)
             core.on_book(symbol, l2.BOOK_TOP_CHANGED, now)
+            if self.capture is not None:
+                b = self.books[symbol]
+                if b.best_bid is not None and b.best_ask is not None:
+                    self.capture.record(now, now, self._symbol_ids[symbol], b.best_bid, b.best_bid_size,
+                                        b.best_ask, b.best_ask_size)
         if len(result.trades):
             for t in result.trades:
                 symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
@@ -329,6 +398,21 @@ class Runtime:
         }
         if core.policy.last_var is not None:
             values["engine_value_at_risk"] = float(getattr(core.policy.last_var, "var", 0.0) or 0.0)
+        stats = core.om.stats
+        values["engine_orders_sent_total"] = {s: float(sum(1 for o in core.om.orders() if o.symbol == s
+                                                             and o.state != "Rejected")) for s in self.books}
+        values["engine_order_rejects_total"] = float(sum(1 for o in core.om.orders() if o.state == "Rejected"
+                                                         and not o.reject_reason.startswith("RISK_")))
+        fills = core.portfolio.fills
+        values["engine_fills_total"] = {s: float(sum(1 for f in fills if f.symbol == s)) for s in self.books}
+        values["engine_filled_lots_total"] = {s: float(sum(f.qty for f in fills if f.symbol == s)) for s in self.books}
+        values["engine_orders_filled_total"] = float(len({f.cl_ord_id for f in fills}))
+        values["engine_reconciliation_mismatches"] = float(len([r for r in core.om.block_reasons
+                                                                if "reconcil" in r]))
+        if self.shadow is not None and self.shadow.summary()["mean_error_bps"] is not None:
+            sym = next(iter(self.books))
+            values["engine_slippage_model_error_bps"] = {sym: float(self.shadow.summary()["mean_error_bps"])}
+        del stats
         if feed is not None:
             values["engine_feed_gaps_total"] = float(feed.counters.gaps)
             values["engine_quote_staleness_seconds"] = {
@@ -392,6 +476,12 @@ class Runtime:
             await self.feed.stop()
         if self.journal is not None:
             self.journal.close()
+        if self.capture is not None:
+            self.capture.close()
+        if self.store is not None:
+            self.store.close()
+        if self.logging_handle is not None:
+            self.logging_handle.stop()
 
     def record_evidence(self, risk_controls: tuple = ()) -> int | None:
         core = self.core

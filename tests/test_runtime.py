@@ -189,3 +189,44 @@ def test_fix_execution_cancels_an_order_it_did_not_send():
     ex.send_cancel(order, 12346)
     ex.send_status_request(order)
     assert calls == [("cancel", "9IX", "MSFT", 1), ("status", "9IX", "MSFT", 1)]
+
+
+def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
+    """A paper run leaves JSON order/fill logs, SQLite rows, Parquet quotes and Prometheus
+    metrics behind (all written off the event loop)."""
+    import sqlite3
+
+    from engine.capture import read_capture
+
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "paper")
+        try:
+            book = rt.books["AAPL"]
+            oid = rt.core.om.submit("AAPL", 0, 3, book.best_ask + 5, "IOC", owner="strategy")
+            for _ in range(40):
+                rt.sim.advance_to(time.time_ns() + 10**9)
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.2)                  # one metrics collection
+            loop = asyncio.get_running_loop()
+            metrics = await loop.run_in_executor(
+                None, lambda: admin_request(rt.admin.host, rt.admin.port, "GET", "/metrics"))
+            state = rt.core.om.order(oid).state
+        finally:
+            await rt.stop()
+            await venue.stop()
+        return metrics, state
+    import time
+    metrics, state = asyncio.run(main())
+    store = tmp_path / "store"
+    assert state == "Filled"
+    text = metrics.body.decode()
+    assert 'engine_fills_total{symbol="AAPL"} 1.0' in text and "engine_kill_switch_tripped 0.0" in text
+    assert "engine_risk_rejects_total" in text and "engine_quote_staleness_seconds" in text
+    db = sqlite3.connect(store / "engine.db")
+    assert db.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
+    assert db.execute("SELECT state FROM orders").fetchall()[-1][0] == "Filled"
+    assert '"fill"' in (store / "logs" / "fills.log").read_text()
+    assert (store / "logs" / "orders.log").read_text().count("\n") >= 2
+    quotes = read_capture(store / "capture", "quotes")
+    assert len(quotes) > 0
