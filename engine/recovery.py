@@ -807,6 +807,11 @@ class Recovery:
                                     f"not confirmed canceled within {self.cancel_wait_s:g} s"))
         return out
 
+    async def compare_with_venue(self) -> list[Mismatch]:
+        """Positions and fills (all sessions in the journal, plus this one's) against the
+        venue's statement now: what `engine reconcile` runs on a running engine."""
+        return await self._compare_statement()
+
     async def _compare_statement(self) -> list[Mismatch]:
         core, rep = self.core, self.report
         source = self.statement_source

@@ -106,6 +106,7 @@ class Runtime:
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
     alerting: object | None = None        # engine.alerts.Alerting on the metrics collector
+    reconciliation_mismatches: int = 0    # of the last reconciliation
     capture: object | None = None         # engine.capture.MarketDataCapture: quotes to Parquet
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
@@ -407,8 +408,7 @@ class Runtime:
         values["engine_fills_total"] = {s: float(sum(1 for f in fills if f.symbol == s)) for s in self.books}
         values["engine_filled_lots_total"] = {s: float(sum(f.qty for f in fills if f.symbol == s)) for s in self.books}
         values["engine_orders_filled_total"] = float(len({f.cl_ord_id for f in fills}))
-        values["engine_reconciliation_mismatches"] = float(len([r for r in core.om.block_reasons
-                                                                if "reconcil" in r]))
+        values["engine_reconciliation_mismatches"] = float(self.reconciliation_mismatches)
         if self.shadow is not None and self.shadow.summary()["mean_error_bps"] is not None:
             sym = next(iter(self.books))
             values["engine_slippage_model_error_bps"] = {sym: float(self.shadow.summary()["mean_error_bps"])}
@@ -437,9 +437,23 @@ class Runtime:
         orders = self.core.killswitch.flatten()
         return {"flatten_orders": len(orders) if orders else 0}
 
-    def _admin_reconcile(self):
-        return {"blocked": sorted(self.core.om.block_reasons),
-                "positions": {s: self.core.portfolio.position(s) for s in self.books}}
+    async def _admin_reconcile(self):
+        """Compare positions and fills with the venue's statement now; a mismatch blocks
+        trading (fail closed) until a clean reconciliation lifts the block."""
+        from engine.portfolio import apply_reconciliation
+        if not self.recovery.statement_source:
+            raise admin_mod.AdminActionError(
+                f"no venue statement configured ([venue] statement or ${recovery_mod.STATEMENT_ENV})")
+        mismatches = await self.recovery.compare_with_venue()
+        clean = apply_reconciliation(mismatches, self.core.om)
+        from engine.logs import log_risk
+        for m in mismatches:
+            log_risk("reconciliation_mismatch", kind=m.kind, symbol=m.symbol, key=m.key, ours=m.ours,
+                     theirs=m.theirs)
+        self.reconciliation_mismatches = len(mismatches)
+        return {"clean": clean, "mismatches": [f"{m.kind} {m.symbol} {m.key}: engine {m.ours}, venue {m.theirs}"
+                                               for m in mismatches],
+                "blocked": sorted(self.core.om.block_reasons)}
 
     # ------------------------------------------------------------------ run
     async def wait_for_market_data(self) -> bool:

@@ -76,3 +76,41 @@ def test_daily_loss_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_p
     assert tripped and "loss" in reason.lower(), reason
     assert state == OrdStatus.CANCELED
     assert ours == [], "the venue still holds an order of ours after the daily-loss trip"
+
+
+def test_reconciliation_catches_a_position_changed_behind_the_engines_back(tmp_path, monkeypatch):
+    """`engine reconcile` (POST /reconcile) against the venue's statement: clean at first;
+    after a fill the engine never heard of, the mismatch is reported line by line and
+    trading is blocked (fail closed)."""
+    from engine.admin import admin_request
+    from tests.test_runtime import TOKEN
+
+    async def main():
+        venue = await start_venue(control_port=0)
+        monkeypatch.setenv("ENGINE_VENUE_STATEMENT", f"http://127.0.0.1:{venue.control_port}/statement")
+        rt = await start_runtime(tmp_path, venue, "small")
+        loop = asyncio.get_running_loop()
+
+        def reconcile():
+            return admin_request(rt.admin.host, rt.admin.port, "POST", "/reconcile", token=TOKEN)
+        try:
+            book = rt.books["AAPL"]
+            oid = rt.core.om.submit("AAPL", Side.BUY, 5, book.best_ask + 5, "IOC", owner="strategy")
+            await asyncio.sleep(0.5)
+            assert rt.core.om.order(oid).state == OrdStatus.FILLED
+            clean = await loop.run_in_executor(None, reconcile)
+            # behind the engine's back: the venue books a fill on our account we never sent
+            venue.exchange.new_order("ENGINE", "MANUAL1", "AAPL", int(Side.SELL), 3, book.best_bid - 5)
+            await asyncio.sleep(0.3)
+            dirty = await loop.run_in_executor(None, reconcile)
+            blocked = rt.core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 20, "DAY", owner="strategy")
+            return clean, dirty, rt.core.om.order(blocked)
+        finally:
+            await rt.stop()
+            await venue.stop()
+    clean, dirty, blocked = asyncio.run(main())
+    assert clean.status == 200 and clean.json()["result"]["clean"] is True, clean.body
+    result = dirty.json()["result"]
+    assert result["clean"] is False and "reconciliation" in result["blocked"]
+    assert any(m.startswith("position AAPL") for m in result["mismatches"]), result["mismatches"]
+    assert blocked.state == OrdStatus.REJECTED and "TRADING_BLOCKED" in blocked.reject_reason
