@@ -67,6 +67,12 @@ async def check_market_data(rt) -> tuple:
 
 
 async def check_venue(rt) -> tuple:
+    if rt.ouch is not None:
+        c = rt.ouch.client
+        if not c.logged_in:
+            return False, f"OUCH not logged in ({c.rejected or 'no login'})"
+        return True, (f"OUCH/SoupBinTCP logged in; server heartbeats every 1 s (SoupBinTCP has no "
+                      f"request/answer round trip to time)")
     if rt.fix is None:
         return True, "simulated execution: no venue session in this stage", False
     session = rt.fix.client.session
@@ -80,6 +86,8 @@ async def check_venue(rt) -> tuple:
 
 
 async def check_sequence_numbers(rt) -> tuple:
+    if rt.ouch is not None:
+        return True, f"SoupBinTCP next sequenced message {rt.ouch.client.next_seq}"
     if rt.fix is None:
         return True, "simulated execution: no session sequence numbers", False
     s = rt.fix.client.session

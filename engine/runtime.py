@@ -40,7 +40,7 @@ from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
 from engine.promotion import PromotionGate, criteria_from_config
 from engine.shadow_execution import ShadowExecution
 from engine.sim_execution import SimExecution
-from engine.venue_execution import FixExecution
+from engine.venue_execution import FixExecution, OuchExecution
 from gateway.itch_feed import ItchFeedHandler
 
 log = logging.getLogger("engine.runtime")
@@ -90,6 +90,7 @@ class Runtime:
     feed: ItchFeedHandler | None = None
     sim: SimExecution | None = None
     fix: FixExecution | None = None
+    ouch: OuchExecution | None = None
     shadow: ShadowExecution | None = None
     journal: Journal | None = None
     recovery: recovery_mod.Recovery | None = None
@@ -133,7 +134,8 @@ class Runtime:
         self._start_records(cfg)
         # crash recovery, step 1: the journal's view, before anything connects
         self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
-                                                           has_venue=self.stage in REAL_STAGES,
+                                                           has_venue=self.stage in REAL_STAGES
+                                                           and cfg.venue.protocol == "fix",
                                                            statement_source=cfg.venue.statement if cfg.venue else None)
         self.books = {s: l2.L2Book(s) for s in cfg.instruments_by_symbol}
         self._symbol_ids = {s: i for i, s in enumerate(cfg.instruments_by_symbol)}
@@ -153,6 +155,13 @@ class Runtime:
                 why = self.fix.client.session.last_disconnect_reason
                 raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our logon "
                                   f"within 5 s ({why or repr(exc)})") from None
+        if self.ouch is not None:
+            await self.ouch.client.start()
+            try:
+                await self.ouch.client.wait_logged_in(5.0)
+            except asyncio.TimeoutError:
+                raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our OUCH login "
+                                  f"within 5 s ({self.ouch.client.rejected or 'no answer'})") from None
         await self.recovery.reconcile(self)    # step 3: raises (trading blocked) if the venue disagrees
         await self._start_admin()
         self._timer_task = asyncio.get_running_loop().create_task(self._timers())
@@ -215,9 +224,16 @@ class Runtime:
             self.sim = sim_execution_from_config(cfg, self.books, self._clock)
         if st in REAL_STAGES:
             v = cfg.venue
-            if v.protocol != "fix":
-                raise EngineError(f"venue.protocol {v.protocol!r}: engine run speaks FIX for now")
             password = v.password.reveal() if v.password is not None else None
+            if v.protocol == "ouch":
+                if password is None:
+                    raise EngineError("venue.protocol ouch needs a password (password_env or password_file)")
+                self.ouch = OuchExecution.connect(v.host, v.port, v.username or v.sender_comp_id, password,
+                                                  cfg.instruments)
+                if st == Stage.SHADOW:
+                    self.shadow = ShadowExecution(self.ouch, self.sim)
+                    return self.shadow
+                return self.ouch
             # the session persists in storage; it is resumed (not reset) when an order may still be
             # working, so that the venue resends the reports we missed while down
             self.fix = FixExecution.connect(v.host, v.port, v.sender_comp_id, v.target_comp_id,
@@ -373,6 +389,8 @@ class Runtime:
             return False, f"kill switch tripped: {self.core.killswitch.reason}"
         if self.fix is not None and not self.fix.client.logged_on:
             return False, "venue session not logged on"
+        if self.ouch is not None and not self.ouch.client.logged_in:
+            return False, "venue OUCH session not logged in"
         return True, "ok"
 
     def _metric_values(self) -> dict:
@@ -486,6 +504,8 @@ class Runtime:
             await self.admin.stop()
         if self.fix is not None:
             await self.fix.client.stop()
+        if self.ouch is not None:
+            await self.ouch.client.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.journal is not None:

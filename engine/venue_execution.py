@@ -129,3 +129,88 @@ class FixExecution:
         except (KeyError, ValueError):
             return None
         return avg_price / tick
+
+
+class OuchExecution:
+    """ExecutionClient over OUCH 4.2 / SoupBinTCP (`gateway.ouch_session.OuchClient`).
+
+    The order token is the wire form of the client order id. OUCH has no cancel-request
+    id and no order status request: a cancel's answer (Canceled, by token) is matched to
+    the cancel request we sent for that token, and a status request is refused (the
+    order manager then alerts instead of assuming).
+    """
+
+    supports_mass_cancel = False
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self._handler: Callable[[ExecutionReport], None] | None = None
+        self._cancel_ids: dict[int, int] = {}          # order id -> cancel request id in flight
+        self._symbols: dict[int, str] = {}
+        client.on_event = self._on_event
+
+    @classmethod
+    def connect(cls, host: str, port: int, username: str, password: str,
+                instruments: Iterable[Instrument]) -> OuchExecution:
+        from gateway.ouch_session import OuchClient
+        wire = [WireInstrument(i.symbol, i.tick_size) for i in instruments]
+        return cls(OuchClient(host, port, username, password, instruments=wire))
+
+    def set_report_handler(self, handler: Callable[[ExecutionReport], None]) -> None:
+        self._handler = handler
+
+    def send_new(self, order: Order) -> None:
+        from gateway.ouch_session import TIF_OUCH_DAY, TIF_OUCH_IOC
+        from engine.orders import Tif
+        tif = TIF_OUCH_IOC if order.tif in (Tif.IOC, Tif.FOK) else TIF_OUCH_DAY
+        min_qty = order.qty if order.tif == Tif.FOK else 0
+        self.client.enter_order(format_cl_ord_id(order.cl_ord_id), int(order.side), order.qty, order.symbol,
+                                order.price, tif, min_qty)
+        self._symbols[order.cl_ord_id] = order.symbol
+
+    def send_cancel(self, order: Order, cancel_id: int) -> None:
+        self.client.cancel_order(format_cl_ord_id(order.cl_ord_id), 0)
+        self._cancel_ids[order.cl_ord_id] = cancel_id
+
+    def send_replace(self, order: Order, replacement: Order) -> None:
+        leaves = max(replacement.qty - order.cum_qty, 0)   # OUCH replaces the open quantity
+        self.client.replace_order(format_cl_ord_id(order.cl_ord_id), format_cl_ord_id(replacement.cl_ord_id),
+                                  leaves, replacement.price, symbol=order.symbol)
+        self._symbols[replacement.cl_ord_id] = order.symbol
+
+    def send_mass_cancel(self, symbol: str | None, request_id: int) -> None:
+        raise fc.ClientError("OUCH 4.2 has no mass cancel; the order manager cancels one by one")
+
+    def send_status_request(self, order: Order) -> None:
+        raise fc.ClientError("OUCH 4.2 has no order status request")
+
+    def _on_event(self, event) -> None:
+        report = self.translate(event)
+        if report is not None and self._handler is not None:
+            self._handler(report)
+
+    def translate(self, event) -> ExecutionReport | None:
+        from gateway import ouch_session as os_
+        if isinstance(event, os_.Accepted):
+            return ExecutionReport(ExecKind.NEW, _cl(event.token), venue_order_id=str(event.order_ref),
+                                   symbol=event.symbol, side=event.side, ts_ns=event.timestamp)
+        if isinstance(event, os_.Executed):
+            return ExecutionReport(ExecKind.TRADE, _cl(event.token), exec_id=f"{event.token}-{event.match}",
+                                   last_qty=event.shares, last_px=event.price or 0, ts_ns=event.timestamp,
+                                   liquidity={"A": "M", "R": "T"}.get(event.liquidity, ""))
+        if isinstance(event, os_.Canceled):
+            order_id = _cl(event.token)
+            cancel_id = self._cancel_ids.pop(order_id, 0)
+            if cancel_id:
+                return ExecutionReport(ExecKind.CANCELED, cancel_id, orig_cl_ord_id=order_id,
+                                       reason=f"canceled ({event.reason})", ts_ns=event.timestamp)
+            return ExecutionReport(ExecKind.CANCELED, order_id, reason=f"canceled by the venue ({event.reason})",
+                                   ts_ns=event.timestamp)
+        if isinstance(event, os_.Replaced):
+            return ExecutionReport(ExecKind.REPLACED, _cl(event.token), orig_cl_ord_id=_cl(event.previous_token),
+                                   venue_order_id=str(event.order_ref), symbol=event.symbol, side=event.side,
+                                   leaves_qty=event.shares, ts_ns=event.timestamp)
+        if isinstance(event, os_.Rejected):
+            return ExecutionReport(ExecKind.REJECTED, _cl(event.token), reason=f"venue reject ({event.reason})",
+                                   ts_ns=event.timestamp)
+        return None

@@ -114,3 +114,46 @@ def test_reconciliation_catches_a_position_changed_behind_the_engines_back(tmp_p
     assert result["clean"] is False and "reconciliation" in result["blocked"]
     assert any(m.startswith("position AAPL") for m in result["mismatches"]), result["mismatches"]
     assert blocked.state == OrdStatus.REJECTED and "TRADING_BLOCKED" in blocked.reject_reason
+
+
+def test_small_stage_over_ouch(tmp_path, monkeypatch):
+    """The same engine over OUCH 4.2 / SoupBinTCP instead of FIX: pre-flight passes (the
+    kill-switch drill cancels over OUCH), an order fills, a resting order cancels."""
+    import os
+
+    from engine import preflight
+    from engine.config import load_config
+    from engine.runtime import RunOptions, Runtime
+    from tests.test_runtime import write_config
+
+    monkeypatch.setenv("OUCH_TEST_PASSWORD", "ouchpw")
+
+    async def main():
+        venue = await start_venue(ouch_port=0, ouch_user="OUCH1", ouch_password_env="OUCH_TEST_PASSWORD")
+        path = write_config(tmp_path, venue.ouch_port, venue.itch_request_port, "small")
+        text = path.read_text().replace('protocol = "fix"', 'protocol = "ouch"').replace(
+            'target_comp_id = "VENUE"', 'target_comp_id = "VENUE"\nusername = "OUCH1"\npassword_env = "OUCH_TEST_PASSWORD"')
+        path.write_text(text)
+        os.environ["ENGINE_ADMIN_TOKEN"] = "t"
+        config = load_config(path, stage="small")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                       check_only=True))
+        await rt.start()
+        try:
+            await rt.wait_for_market_data()
+            results = await preflight.run_checks(rt)
+            book = rt.books["AAPL"]
+            filled = rt.core.om.submit("AAPL", Side.BUY, 4, book.best_ask + 5, "IOC", owner="strategy")
+            resting = rt.core.om.submit("AAPL", Side.BUY, 2, book.best_bid - 30, "DAY", owner="strategy")
+            await asyncio.sleep(0.5)
+            rt.core.om.cancel(resting)
+            await asyncio.sleep(0.5)
+            om = rt.core.om
+            return results, om.order(filled).state, om.order(resting).state, rt.core.portfolio.position("AAPL")
+        finally:
+            await rt.stop()
+            await venue.stop()
+    results, filled, resting, position = asyncio.run(main())
+    failed = [(r.name, r.detail) for r in results if not r.ok]
+    assert not failed, failed
+    assert filled == OrdStatus.FILLED and resting == OrdStatus.CANCELED and position == 4
