@@ -427,6 +427,7 @@ class OrderManager:
         self._alert_handler = alert
         self._journal = journal
         self._orders: dict[int, Order] = {}
+        self._live: dict[int, Order] = {}            # index of orders that may be open (see open_orders)
         self._requests: dict[int, int] = {}       # cancel / mass-cancel request id -> order id
         self._exec_ids: set[str] = set()
         self._exec_id_fifo: deque[str] = deque()
@@ -481,9 +482,18 @@ class OrderManager:
         return list(self._orders.values())
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        """Orders not in a terminal state (including pending ones), oldest first."""
-        return [o for o in self._orders.values()
-                if o.state not in TERMINAL_STATES and (symbol is None or o.symbol == symbol)]
+        """Orders not in a terminal state (including pending ones), oldest first.
+
+        Reads the index of live orders (every order enters it when created; terminal
+        ones are dropped here, lazily), so the cost follows the open orders, not every
+        order of the session."""
+        live = self._live
+        done = [k for k, o in live.items() if o.state in TERMINAL_STATES]
+        for k in done:
+            del live[k]
+        if symbol is None:
+            return list(live.values())
+        return [o for o in live.values() if o.symbol == symbol]
 
     def forget_terminal(self, older_than_ns: int) -> int:
         """Drop terminal orders last updated before `older_than_ns` (memory bound)."""
@@ -491,6 +501,7 @@ class OrderManager:
                 if o.state in TERMINAL_STATES and o.updated_ns < older_than_ns]
         for k in gone:
             del self._orders[k]
+            self._live.pop(k, None)
         return len(gone)
 
     # ------------------------------------------------------------------ requests
@@ -514,6 +525,7 @@ class OrderManager:
         order = Order(cl, symbol, inst.inst_id if inst else -1, side, qty, price, tif,
                       S.PENDING_NEW, now, now, tag=tag, owner=owner, pending_since_ns=now)
         self._orders[cl] = order
+        self._live[cl] = order
         self.stats["submitted"] += 1
         self._write("submit", {"cl_ord_id": cl, "symbol": symbol, "side": int(side), "qty": qty,
                                "price": price, "tif": int(tif), "tag": tag, "owner": owner,
@@ -584,6 +596,7 @@ class OrderManager:
                     S.PENDING_NEW, now, now, tag=order.tag, owner=order.owner,
                     orig_cl_ord_id=order.cl_ord_id, pending_since_ns=now)
         self._orders[new_id] = rep
+        self._live[new_id] = rep
         self.stats["replaces"] += 1
         self._write("replace", {"cl_ord_id": order.cl_ord_id, "new_cl_ord_id": new_id,
                                 "qty": new_qty, "price": new_price, "ts_ns": now})
@@ -674,6 +687,7 @@ class OrderManager:
                                       rk.NO_PRICE if price is None else price)
         order.reserved, order.kernel_open = leaves, True
         self._orders[cl_ord_id] = order
+        self._live[cl_ord_id] = order
         self.ids.ensure_above(cl_ord_id)
         self._emit_order(order)
         return order

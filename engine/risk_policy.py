@@ -161,7 +161,11 @@ class RiskPolicy:
         self.portfolio.on_quote(symbol, bid, ask)
         if bid is not None and ask is not None and 0 < bid <= ask:
             self.kernel.set_reference_price(self._inst[symbol].inst_id, (bid + ask) // 2, ts_ns)
-        self.check(symbol)
+        # A new mark moves equity, exposure and concentration only through a position in
+        # this symbol: while it is flat the checks would see exactly what they saw last
+        # time, so they are skipped (the hot path of a flat strategy quoting every tick).
+        if self.portfolio.position(symbol) != 0:
+            self.check(symbol)
 
     def on_trade(self, symbol: str, price: int, ts_ns: int) -> None:
         self.portfolio.on_trade(symbol, price)
