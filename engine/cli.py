@@ -64,6 +64,8 @@ def _cmd_venue(args: argparse.Namespace) -> int:
             fault_reject_rate=args.fault_reject_rate, fault_reject_seed=args.fault_reject_seed,
             fault_ack_delay_ms=args.fault_ack_delay_ms, fault_halt=halts,
             fault_drop_after_orders=args.fault_drop_after_orders,
+            fault_feed_drop_rate=args.fault_feed_drop_rate, fault_feed_reorder_rate=args.fault_feed_reorder_rate,
+            fault_feed_stopped=args.fault_feed_stop,
             data_path=args.data,
             itch_request_port=None if args.no_itch else args.itch_request_port, itch_session=args.itch_session,
             ouch_port=args.ouch_port, ouch_user=args.ouch_user, ouch_password_env=args.ouch_password_env)
@@ -294,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--fault-drop-after-orders", type=int, default=0, metavar="N",
                      help="abort the order-entry connection (no Logout) after N order messages; 0 = never "
                           "(default 0)")
+    flt.add_argument("--fault-feed-drop-rate", type=float, default=0.0, metavar="RATE",
+                     help="drop this share of ITCH feed packets, 0..1 (recovered by retransmission; default 0)")
+    flt.add_argument("--fault-feed-reorder-rate", type=float, default=0.0, metavar="RATE",
+                     help="send this share of ITCH feed packets one packet late, 0..1 (default 0)")
+    flt.add_argument("--fault-feed-stop", action="store_true",
+                     help="start with the feed stopped (nothing published; switch on at run time with "
+                          "POST /faults {\"feed_stopped\": false})")
     venue.set_defaults(func=_cmd_venue)
 
     stages = ("paper", "shadow", "small", "live")

@@ -140,10 +140,17 @@ class Faults:
     drop_after_orders  drop the order-entry connection (abruptly, no Logout) after
                        this many more order-entry messages; 0 = off
     drop_connections() run-time action: drop the order-entry connection(s) now
+    feed_*             the market-data feed's faults (gateway.itch_feed.FeedFaults, set as
+                       `feed` by the venue when it publishes): feed_drop_rate and
+                       feed_reorder_rate (0..1, seeded), feed_drop_next (drop the next n
+                       packets), feed_stopped (publish nothing), feed_drop_retransmissions
     """
 
     KEYS = ("reject_rate", "reject_seed", "ack_delay_ms", "halt", "resume", "halted",
-            "drop_after_orders", "drop_connection")
+            "drop_after_orders", "drop_connection", "feed_drop_rate", "feed_reorder_rate", "feed_drop_next",
+            "feed_stopped", "feed_drop_retransmissions")
+    FEED_KEYS = {"feed_drop_rate": "drop_rate", "feed_reorder_rate": "reorder_rate", "feed_drop_next": "drop_next",
+                 "feed_stopped": "stopped", "feed_drop_retransmissions": "drop_retransmissions"}
 
     def __init__(self, reject_rate: float = 0.0, reject_seed: int = 0, ack_delay_ms: float = 0.0,
                  halted: Iterable[str] = (), drop_after_orders: int = 0) -> None:
@@ -158,6 +165,7 @@ class Faults:
         self.halted: frozenset[str] = frozenset()
         self.rejected = 0            # orders rejected by injection
         self.dropped = 0             # connections dropped by injection
+        self.feed = None             # gateway.itch_feed.FeedFaults of the venue's publisher, if any
         self.set_reject_rate(reject_rate, reject_seed)
         self.set_ack_delay_ms(ack_delay_ms)
         self.set_drop_after_orders(drop_after_orders)
@@ -235,7 +243,29 @@ class Faults:
         return {"reject_rate": self.reject_rate, "reject_seed": self.reject_seed,
                 "ack_delay_ms": self.ack_delay_ms, "halted": sorted(self.halted),
                 "drop_after_orders": self.drop_after_orders, "rejected": self.rejected,
-                "dropped": self.dropped}
+                "dropped": self.dropped,
+                **({k: getattr(self.feed, a) for k, a in self.FEED_KEYS.items()} if self.feed is not None else {})}
+
+    def _check_feed(self, changes: Mapping) -> dict:
+        """Validated feed fault changes (attribute -> value)."""
+        out = {}
+        for key, attr in self.FEED_KEYS.items():
+            if key not in changes:
+                continue
+            if self.feed is None:
+                raise ExchangeError(f"{key}: this venue publishes no market-data feed")
+            v = changes[key]
+            if attr in ("drop_rate", "reorder_rate"):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                    raise ExchangeError(f"{key} {v!r}: a probability in 0..1")
+                v = float(v)
+            elif attr == "drop_next":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ExchangeError(f"{key} {v!r}: a whole number of packets >= 0")
+            elif not isinstance(v, bool):
+                raise ExchangeError(f"{key} {v!r}: true or false")
+            out[attr] = v
+        return out
 
     def apply(self, changes: Mapping) -> dict:
         """Apply a JSON object of changes; every key is checked before any is applied.
@@ -277,6 +307,7 @@ class Faults:
         drop = changes.get("drop_connection", False)
         if not (drop is True or drop is False or drop is None or (isinstance(drop, str) and drop)):
             raise ExchangeError("drop_connection: give true (all connections) or an account name")
+        feed_changes = self._check_feed(changes)
         # apply
         if "reject_rate" in changes or "reject_seed" in changes:
             self.set_reject_rate(scratch.reject_rate, scratch.reject_seed)
@@ -293,6 +324,8 @@ class Faults:
             self.set_halted(s, True)
         for s in resume:
             self.set_halted(s, False)
+        for attr, v in feed_changes.items():
+            setattr(self.feed, attr, v)
         out = self.snapshot()
         if drop:
             out["dropped_now"] = self.drop_connections(None if drop is True else drop)

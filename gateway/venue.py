@@ -93,6 +93,9 @@ class VenueOptions:
     fault_ack_delay_ms: float = 0.0
     fault_halt: tuple[str, ...] = ()
     fault_drop_after_orders: int = 0
+    fault_feed_drop_rate: float = 0.0      # ITCH feed: share of packets dropped (seeded)
+    fault_feed_reorder_rate: float = 0.0   # ITCH feed: share of packets held back one packet
+    fault_feed_stopped: bool = False       # ITCH feed: publish nothing (sequencing goes on)
     data_path: str | None = None          # replay this quotes file instead of the synthetic market
     # market data (venue app): ITCH 5.0 over MoldUDP64 on UDP
     itch_request_port: int | None = None   # None: no feed (the CLI default is DEFAULT_ITCH_REQUEST_PORT)
@@ -152,6 +155,10 @@ class VenueOptions:
         for sym in self.fault_halt:
             if sym not in self.symbols:
                 raise ValueError(f"--fault-halt {sym}: not one of --symbols ({', '.join(self.symbols)})")
+        for name, rate in (("--fault-feed-drop-rate", self.fault_feed_drop_rate),
+                           ("--fault-feed-reorder-rate", self.fault_feed_reorder_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} {rate}: a probability in 0..1")
         if self.itch_request_port is not None and not 0 <= self.itch_request_port <= 65535:
             raise ValueError(f"--itch-request-port {self.itch_request_port}: allowed 0..65535")
         if not 1 <= len(self.itch_session) <= 10 or not self.itch_session.isprintable():
@@ -291,6 +298,9 @@ class Venue:
             self.publisher = ItchPublisher(targets=o.itch_targets, host=o.host, request_port=o.itch_request_port,
                                            session=o.itch_session)
             self.publisher.attach(self.exchange)   # resting orders are published at start
+            self.faults.feed = self.publisher.faults   # switchable with the others (control endpoint)
+            self.faults.apply({"feed_drop_rate": o.fault_feed_drop_rate,
+                               "feed_reorder_rate": o.fault_feed_reorder_rate, "feed_stopped": o.fault_feed_stopped})
             self.itch_request_port = await self.publisher.start()
         if o.ouch_port is not None:
             password = os.environ.get(o.ouch_password_env or "")

@@ -157,3 +157,47 @@ def test_small_stage_over_ouch(tmp_path, monkeypatch):
     failed = [(r.name, r.detail) for r in results if not r.ok]
     assert not failed, failed
     assert filled == OrdStatus.FILLED and resting == OrdStatus.CANCELED and position == 4
+
+
+def test_feed_faults_switched_at_run_time_reach_the_engine(tmp_path):
+    """The venue's control endpoint drops feed packets (the engine recovers the gap by
+    retransmission) and stops the feed (the engine's books go stale and the risk kernel
+    rejects new orders until the feed is back)."""
+    import urllib.request
+
+    import orjson
+
+    def post_faults(port, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/faults", data=orjson.dumps(body), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return orjson.loads(resp.read())
+
+    async def main():
+        venue = await start_venue(control_port=0)
+        rt = await start_runtime(tmp_path, venue, "paper")
+        rt.feed.dead_after_s = 1.0
+        loop = asyncio.get_running_loop()
+        try:
+            gaps_before = rt.feed.counters.gaps
+            snap = await loop.run_in_executor(None, post_faults, venue.control_port, {"feed_drop_next": 3})
+            await asyncio.sleep(1.0)
+            recovered = rt.feed.counters.recovered, rt.feed.counters.gaps - gaps_before, rt.feed.stale
+            await loop.run_in_executor(None, post_faults, venue.control_port, {"feed_stopped": True})
+            await asyncio.sleep(2.0)
+            book = rt.books["AAPL"]
+            stale_order = rt.core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 10, "DAY", owner="strategy")
+            stale_state = rt.core.om.order(stale_order)
+            await loop.run_in_executor(None, post_faults, venue.control_port, {"feed_stopped": False})
+            await asyncio.sleep(1.0)
+            fresh_order = rt.core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 10, "DAY", owner="strategy")
+            fresh_state = rt.core.om.order(fresh_order).state
+            return snap, recovered, stale_state, fresh_state
+        finally:
+            await rt.stop()
+            await venue.stop()
+    snap, (recovered, gaps, stale_after_gap), stale, fresh = asyncio.run(main())
+    assert snap["feed_drop_next"] == 3
+    assert gaps >= 1 and recovered >= 1 and not stale_after_gap
+    assert stale.state == OrdStatus.REJECTED and "STALE" in stale.reject_reason, stale.reject_reason
+    assert fresh != OrdStatus.REJECTED
