@@ -37,11 +37,15 @@ def _cmd_venue(args: argparse.Namespace) -> int:
         default_tick, tick_sizes = venue.parse_tick_sizes(args.tick_size or [])
         targets = fix_venue.venue_accounts(args.target_comp_id or [venue.DEFAULT_ENGINE_COMP_ID])
         symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+        data_events = None
         if args.data:
-            from gateway.replay_source import load_quotes
-            quotes = load_quotes(args.data)     # the file names the symbol and fixes the tick size
-            symbols = (quotes.symbol,)
-            tick_sizes = ((quotes.symbol, quotes.tick_size),)
+            # any format the backtest reads (quotes, L2, L3, trades CSV/JSON, the engine's
+            # Parquet); the file names the symbol and fixes the tick size
+            from engine.tickdata import load_tick_data
+            data = load_tick_data(args.data)
+            symbols = (data.symbol,)
+            tick_sizes = ((data.symbol, data.tick_size),)
+            data_events = data.events
         halts = tuple(s.strip() for v in (args.fault_halt or []) for s in v.split(",") if s.strip())
         reset = None
         if args.reset_on_logon and args.no_reset_on_logon:
@@ -66,11 +70,11 @@ def _cmd_venue(args: argparse.Namespace) -> int:
             fault_drop_after_orders=args.fault_drop_after_orders,
             fault_feed_drop_rate=args.fault_feed_drop_rate, fault_feed_reorder_rate=args.fault_feed_reorder_rate,
             fault_feed_stopped=args.fault_feed_stop,
-            data_path=args.data,
+            data_events=data_events,
             itch_request_port=None if args.no_itch else args.itch_request_port, itch_session=args.itch_session,
             ouch_port=args.ouch_port, ouch_user=args.ouch_user, ouch_password_env=args.ouch_password_env)
         options.password()   # a missing password variable is an error now, not at the first Logon
-    except ValueError as exc:
+    except ValueError as exc:       # DataError and ReplayFileError are ValueErrors too
         raise EngineError(str(exc)) from exc
     return venue.main_serve(options, loop=args.loop)
 
@@ -251,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     mkt.add_argument("--symbols", default=",".join(venue_mod.DEFAULT_SYMBOLS),
                      help="comma-separated symbols; each gets a seeded synthetic market (default %(default)s)")
     mkt.add_argument("--data", metavar="FILE", default=None,
-                     help="replay this quotes file (the Tardis format of ../shared/data/quotes.csv) as resting "
-                          "liquidity instead of the synthetic market; it names the symbol and the tick size; "
-                          "the file loops")
+                     help="replay this market-data file as resting liquidity instead of the synthetic market: "
+                          "quotes, trades, L2 or L3 data in the formats of ../shared/data/README.md, or the "
+                          "engine's Parquet tick format (engine convert); it names the symbol and the tick "
+                          "size; the file loops")
     mkt.add_argument("--tick-size", action="append", metavar="[SYMBOL=]SIZE",
                      help="tick size (price of one tick) for every symbol, or SYMBOL=SIZE for one; "
                           "repeatable (default 0.01)")

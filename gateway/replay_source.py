@@ -115,3 +115,81 @@ class QuoteReplaySource:
                 self.loops += 1
         self.events_out += k
         return out[:k]
+
+
+# Event kinds of `BookEventSource` (the values of core_ext.replay's REPLAY_* kinds, so the
+# engine's tick-data loader can hand its arrays over unchanged).
+EV_BOOK_SET, EV_BOOK_SNAPSHOT, EV_TRADE, EV_L3_ADD, EV_L3_CANCEL, EV_L3_REPLACE = 0, 1, 2, 3, 4, 5
+
+
+class BookEventSource:
+    """MarketSource over book events of any recorded format, looping.
+
+    `events` is a structured array with fields kind, side, price (ticks), qty (lots) and
+    order_id (for L3 rows), as `engine.tickdata` produces for quotes, L2 deltas, L3
+    order-by-order data, trades (with a synthetic book) and the engine's Parquet format.
+    An aggregated level (L2/quotes) becomes one resting order per (side, price) that is
+    replaced when the level's size changes; L3 rows map to their own orders; trade
+    prints are skipped (the venue's trades come from matching). Everything rests without
+    matching, as the recording says it did; a new loop starts from an empty book."""
+
+    def __init__(self, events: np.ndarray) -> None:
+        book = events[events["kind"] != EV_TRADE]
+        if not len(book):
+            raise ReplayFileError("the data has no book events to replay")
+        self.events = book
+        self._i = 0
+        self._next_id = FIRST_ORDER_ID
+        self._levels: dict[tuple[int, int], int] = {}    # (side, price) -> our order id
+        self._l3: dict[int, int] = {}                    # recorded order id -> our order id
+        self.events_out = 0
+        self.loops = 0
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _clear(self, out: list) -> None:
+        for oid in list(self._levels.values()) + list(self._l3.values()):
+            out.append((mb.L3_OP_CANCEL, oid, 0, 0, 0))
+        self._levels.clear()
+        self._l3.clear()
+
+    def next_ops(self, n: int) -> np.ndarray:
+        rows: list[tuple[int, int, int, int, int]] = []     # op, order id, side, price, qty
+        ev = self.events
+        while len(rows) < n:
+            e = ev[self._i]
+            kind, side, price, qty = int(e["kind"]), int(e["side"]), int(e["price"]), int(e["qty"])
+            if kind == EV_BOOK_SNAPSHOT:
+                self._clear(rows)
+            if kind in (EV_BOOK_SET, EV_BOOK_SNAPSHOT) and side in (0, 1):
+                old = self._levels.pop((side, price), None)
+                if old is not None:
+                    rows.append((mb.L3_OP_CANCEL, old, 0, 0, 0))
+                if qty > 0:
+                    oid = self._levels[(side, price)] = self._new_id()
+                    rows.append((mb.L3_OP_ADD_RESTING, oid, side, price, qty))
+            elif kind == EV_L3_ADD and side in (0, 1) and qty > 0:
+                oid = self._l3[int(e["order_id"])] = self._new_id()
+                rows.append((mb.L3_OP_ADD_RESTING, oid, side, price, qty))
+            elif kind == EV_L3_CANCEL:
+                oid = self._l3.pop(int(e["order_id"]), None)
+                if oid is not None:
+                    rows.append((mb.L3_OP_CANCEL, oid, 0, 0, 0))
+            elif kind == EV_L3_REPLACE and qty > 0:
+                oid = self._l3.get(int(e["order_id"]))
+                if oid is not None:
+                    rows.append((mb.L3_OP_REPLACE_RESTING, oid, side, price, qty))
+            self._i += 1
+            if self._i == len(ev):
+                self._i = 0
+                self.loops += 1
+                self._clear(rows)
+        out = np.zeros(len(rows), dtype=mb.L3_OP_DTYPE)
+        for k, (op, oid, side, price, qty) in enumerate(rows):
+            row = out[k]
+            row["op"], row["order_id"], row["side"], row["price"], row["qty"] = op, oid, side, price, qty
+            row["tif"] = mb.TIF_GTC
+        self.events_out += len(out)
+        return out

@@ -97,6 +97,8 @@ class VenueOptions:
     fault_feed_reorder_rate: float = 0.0   # ITCH feed: share of packets held back one packet
     fault_feed_stopped: bool = False       # ITCH feed: publish nothing (sequencing goes on)
     data_path: str | None = None          # replay this quotes file instead of the synthetic market
+    data_events: Any = field(default=None, compare=False)   # or these book events (BookEventSource),
+                                                              # loaded by the caller from any format
     # market data (venue app): ITCH 5.0 over MoldUDP64 on UDP
     itch_request_port: int | None = None   # None: no feed (the CLI default is DEFAULT_ITCH_REQUEST_PORT)
     itch_session: str = DEFAULT_ITCH_SESSION
@@ -236,6 +238,9 @@ def _store(options: VenueOptions, account: str) -> MemoryStore:
 
 def market_sources(options: VenueOptions) -> dict[str, ex.MarketSource] | None:
     """Market data per symbol; None = the exchange's default seeded synthetic flow."""
+    if options.data_events is not None:
+        from gateway.replay_source import BookEventSource
+        return {options.symbols[0]: BookEventSource(options.data_events)}
     if options.data_path is None:
         return None
     from gateway.replay_source import QuoteReplaySource, load_quotes
@@ -440,4 +445,7 @@ def main_serve(options: VenueOptions, loop: str = "uvloop") -> int:
         run(serve(options), loop=loop)
     except KeyboardInterrupt:
         print("venue: stopped", file=sys.stderr)
+    except (ValueError, OSError) as exc:   # a symbol or tick the protocols cannot carry, a port in use
+        print(f"engine venue: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -59,3 +59,38 @@ def test_bad_data_file_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "venue", "--data", str(bad), "--fix-port", "0"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "line 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_book_events_of_other_formats_become_resting_liquidity():
+    """L2 deltas (Binance) and order-by-order L3 (Bitfinex) through engine.tickdata: the
+    venue's matching book holds the recorded best bid and ask after the replayed events."""
+    from core_ext import matching as mb
+    from engine.tickdata import load_tick_data
+    from gateway.replay_source import BookEventSource
+    from tests.reference.book_ref import RefBook
+
+    for name, limit in (("btcusdt-depth-snap.csv", None), ("btcusdt-depth-update.csv", None),
+                        ("L3_feed.json", 20_000)):
+        data = load_tick_data(shared_file(name))
+        src = BookEventSource(data.events)
+        book = mb.MatchingBook(data.symbol)
+        stop = min(len(src.events) - 1, limit or len(src.events))
+        while src._i < stop and src.loops == 0:
+            book.apply_ops(src.next_ops(1))
+        ref, live = RefBook(data.symbol), {}
+        for e in src.events[:src._i]:
+            kind, side, price, qty = int(e["kind"]), int(e["side"]), int(e["price"]), int(e["qty"])
+            if kind == 1:
+                ref = RefBook(data.symbol)
+            if kind in (0, 1) and side in (0, 1):
+                ref.update(side, price, qty)
+            elif kind == 3:
+                live[int(e["order_id"])] = (side, price, qty)
+                ref.update(side, price, ref.size_at(side, price) + qty)
+            elif kind in (4, 5) and int(e["order_id"]) in live:
+                s0, p0, q0 = live.pop(int(e["order_id"]))
+                ref.update(s0, p0, ref.size_at(s0, p0) - q0)
+                if kind == 5:
+                    live[int(e["order_id"])] = (s0, price, qty)
+                    ref.update(s0, price, ref.size_at(s0, price) + qty)
+        assert (book.best_bid, book.best_ask) == (ref.best_bid, ref.best_ask), name
