@@ -676,7 +676,9 @@ cdef class ItchBookApplier:
                          int64_t delta) except -1:
         # instrument is in [0, _n_instruments): the list index needs no check.
         cdef L2Book book = <L2Book>self._books[instrument]
-        if book.apply_delta(side, self._ticks(instrument, price), delta) == BOOK_TOP_CHANGED:
+        if self._price_div[instrument] != 1:     # the common case (book in price4) skips the call
+            price = self._ticks(instrument, price)
+        if book.apply_delta(side, price, delta) == BOOK_TOP_CHANGED:
             if self._mark_top[instrument] != self._generation:
                 self._mark_top[instrument] = self._generation
                 self._top[self._n_top] = instrument
