@@ -108,6 +108,8 @@ class Runtime:
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
     alerting: object | None = None        # engine.alerts.Alerting on the metrics collector
     reconciliation_mismatches: int = 0    # of the last reconciliation
+    _tick_rec: object | None = None       # LatencyRecorder: feed packet in -> order handed to the client
+    _ack_rec: object | None = None        # LatencyRecorder: order submitted -> venue acknowledgement
     capture: object | None = None         # engine.capture.MarketDataCapture: quotes to Parquet
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
@@ -187,6 +189,10 @@ class Runtime:
     def _record_order(self, order) -> None:
         from engine.logs import log_order, log_risk
         from engine.store import OrderRow
+        if order.state == "New" and order.cum_qty == 0 and self._ack_rec is not None:
+            live = self.core.om.order(order.cl_ord_id)      # created when submitted
+            if live is not None:
+                self._ack_rec.record(max(0, time.time_ns() - live.created_ns))
         log_order(str(order.state), cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=int(order.side),
                   qty=order.qty, price=order.price, cum_qty=order.cum_qty, reason=order.reject_reason or None)
         if order.state == "Rejected":
@@ -284,6 +290,10 @@ class Runtime:
         self.collector = MetricsCollector(metrics, disk_path=str(self.storage))
         self.collector.add_source("risk", risk_kernel_source(self.core.kernel))
         self.collector.add_source("engine", self._metric_values)
+        # the hot path only appends ns samples to these rings; the collector turns them into
+        # histograms on its timer
+        self._tick_rec = self.collector.recorder("tick_to_order")
+        self._ack_rec = self.collector.recorder("order_to_ack")
         self._start_alerting(metrics)
         port = self.options.admin_port if self.options.admin_port is not None else mon.admin_port
         self.admin = admin_mod.AdminServer(host=mon.admin_host, port=port, token=token, metrics=metrics,
@@ -314,7 +324,9 @@ class Runtime:
 
     # ---------------------------------------------------------------- events
     def _on_feed(self, result) -> None:
+        t0 = time.perf_counter_ns()
         core, now = self.core, self._clock()
+        sent_before = core.om.stats["sent"]
         if self.sim is not None:
             self.sim.advance_to(now)
         symbols = self.feed.instrument_symbols(result.top_changed)
@@ -340,6 +352,8 @@ class Runtime:
             core.kernel.set_halted(self.feed.applier.is_halted(idx), inst.inst_id)
         if self.sim is not None:
             self.sim.advance_to(now)
+        if self._tick_rec is not None and core.om.stats["sent"] != sent_before:
+            self._tick_rec.record_since(t0)
 
     def _sync_stale(self) -> None:
         """The feed's gap/silence state reaches the risk kernel (orders rejected while stale)."""

@@ -223,6 +223,9 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
     text = metrics.body.decode()
     assert 'engine_fills_total{symbol="AAPL"} 1.0' in text and "engine_kill_switch_tripped 0.0" in text
     assert "engine_risk_rejects_total" in text and "engine_quote_staleness_seconds" in text
+    import re
+    acks = re.search(r"^engine_order_to_ack_seconds_count (\S+)", text, re.M)
+    assert acks and float(acks.group(1)) >= 1, "the order-to-ack histogram got no sample"
     db = sqlite3.connect(store / "engine.db")
     assert db.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
     assert db.execute("SELECT state FROM orders").fetchall()[-1][0] == "Filled"
