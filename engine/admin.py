@@ -111,7 +111,7 @@ _ROUTES = {
     "/kill": _Route("POST", True, frozenset({"flatten", "reason"})),
     "/kill/reset": _Route("POST", True, frozenset({"reason"})),
     "/flatten": _Route("POST", True, frozenset({"reason"})),
-    "/reconcile": _Route("POST", True, frozenset()),
+    "/reconcile": _Route("POST", True, frozenset({"statement"})),
 }
 
 
@@ -457,7 +457,10 @@ class AdminServer:
             if path == "/kill":
                 result = await self._call(fn, flatten=bool(doc.get("flatten", False)), reason=reason)
             elif path == "/reconcile":
-                result = await self._call(fn)
+                statement = doc.get("statement")
+                if statement is not None and (not isinstance(statement, str) or not statement):
+                    return self._error(400, "statement: give a file path or URL as a string")
+                result = await (self._call(fn, statement=statement) if statement else self._call(fn))
             else:
                 result = await self._call(fn, reason=reason)
         except AdminActionError as exc:
@@ -598,9 +601,11 @@ def flatten_main(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, token: s
 
 
 def reconcile_main(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, token: str | None = None,
-                   out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``engine reconcile``: reconcile with the venue now and print the report."""
-    return _acting("/reconcile", host, port, token, None, out, err)
+                   statement: str | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``engine reconcile [--statement FILE]``: reconcile with the venue's statement (or
+    the broker statement FILE, read by the engine) now and print the report."""
+    body = {"statement": os.path.abspath(statement)} if statement else None
+    return _acting("/reconcile", host, port, token, body, out, err)
 
 
 __all__ = ["AdminServer", "AdminResponse", "AdminActionError", "AdminClientError", "admin_request",

@@ -150,7 +150,7 @@ def _cmd_kill(args: argparse.Namespace) -> int:
 def _cmd_reconcile(args: argparse.Namespace) -> int:
     from engine import admin
     host, port, token = _admin_target(args)
-    return admin.reconcile_main(host, port, token=token)
+    return admin.reconcile_main(host, port, token=token, statement=args.statement)
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
@@ -388,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                            f"${admin_mod.TOKEN_ENV}; it is never taken on the command line.")
         p.add_argument("--host", default=admin_mod.DEFAULT_HOST, help="admin host (default %(default)s)")
         p.add_argument("--port", type=int, default=8787, help="admin port (default %(default)s)")
+        if name == "reconcile":
+            p.add_argument("--statement", metavar="FILE", default=None,
+                           help="a broker statement CSV (the venue's format: record,account,symbol,...) to "
+                                "reconcile against instead of the configured venue statement")
         if name == "kill":
             p.add_argument("--flatten", action="store_true", help="also flatten positions")
             p.add_argument("--reset", action="store_true", help="reset a tripped (latched) kill switch")

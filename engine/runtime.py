@@ -469,14 +469,22 @@ class Runtime:
         orders = self.core.killswitch.flatten()
         return {"flatten_orders": len(orders) if orders else 0}
 
-    async def _admin_reconcile(self):
-        """Compare positions and fills with the venue's statement now; a mismatch blocks
-        trading (fail closed) until a clean reconciliation lifts the block."""
+    async def _admin_reconcile(self, statement: str | None = None):
+        """Compare positions and fills with the venue's statement (or the broker statement
+        `statement`, a file or URL) now; a mismatch blocks trading (fail closed) until a
+        clean reconciliation lifts the block."""
         from engine.portfolio import apply_reconciliation
-        if not self.recovery.statement_source:
+        configured = self.recovery.statement_source
+        if statement:
+            self.recovery.statement_source = statement
+        elif not configured:
             raise admin_mod.AdminActionError(
-                f"no venue statement configured ([venue] statement or ${recovery_mod.STATEMENT_ENV})")
-        mismatches = await self.recovery.compare_with_venue()
+                f"no venue statement configured ([venue] statement or ${recovery_mod.STATEMENT_ENV}); "
+                f"or pass one: engine reconcile --statement FILE")
+        try:
+            mismatches = await self.recovery.compare_with_venue()
+        finally:
+            self.recovery.statement_source = configured
         clean = apply_reconciliation(mismatches, self.core.om)
         from engine.logs import log_risk
         for m in mismatches:

@@ -201,3 +201,47 @@ def test_feed_faults_switched_at_run_time_reach_the_engine(tmp_path):
     assert gaps >= 1 and recovered >= 1 and not stale_after_gap
     assert stale.state == OrdStatus.REJECTED and "STALE" in stale.reject_reason, stale.reject_reason
     assert fresh != OrdStatus.REJECTED
+
+
+def test_engine_reconcile_with_a_statement_file_given_by_the_user(tmp_path):
+    """`engine reconcile --statement FILE` through the CLI: the file (in the venue's
+    statement format) disagrees with the engine's position, so trading is blocked."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.test_runtime import TOKEN
+
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "small")
+        loop = asyncio.get_running_loop()
+        try:
+            book = rt.books["AAPL"]
+            rt.core.om.submit("AAPL", Side.BUY, 2, book.best_ask + 5, "IOC", owner="strategy")
+            await asyncio.sleep(0.5)
+            statement = tmp_path / "broker.csv"
+            statement.write_text(venue.exchange.statement_csv().replace(",AAPL,", ",AAPL,", 1))
+            good = tmp_path / "good.csv"
+            good.write_text(venue.exchange.statement_csv())
+            bad = tmp_path / "bad.csv"
+            bad.write_text("\n".join(
+                line if not line.startswith("POSITION,ENGINE,AAPL,") else
+                ",".join(v if i != 8 else "7" for i, v in enumerate(line.split(",")))
+                for line in venue.exchange.statement_csv().splitlines()) + "\n")
+            env = {**__import__("os").environ, "ENGINE_ADMIN_TOKEN": TOKEN}
+            cmd = [sys.executable, "-m", "engine.cli", "reconcile", "--port", str(rt.admin.port)]
+            ok = await loop.run_in_executor(None, lambda: subprocess.run(
+                cmd + ["--statement", str(good)], cwd=REPO_ROOT, capture_output=True, text=True, env=env,
+                timeout=60))
+            mismatch = await loop.run_in_executor(None, lambda: subprocess.run(
+                cmd + ["--statement", str(bad)], cwd=REPO_ROOT, capture_output=True, text=True, env=env,
+                timeout=60))
+            return ok, mismatch, sorted(rt.core.om.block_reasons)
+        finally:
+            await rt.stop()
+            await venue.stop()
+    ok, mismatch, blocked = asyncio.run(main())
+    assert ok.returncode == 0 and '"clean": true' in ok.stdout, ok.stdout + ok.stderr
+    assert mismatch.returncode == 0 and '"clean": false' in mismatch.stdout
+    assert "position AAPL" in mismatch.stdout and "reconciliation" in blocked
