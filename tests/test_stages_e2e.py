@@ -245,3 +245,62 @@ def test_engine_reconcile_with_a_statement_file_given_by_the_user(tmp_path):
     assert ok.returncode == 0 and '"clean": true' in ok.stdout, ok.stdout + ok.stderr
     assert mismatch.returncode == 0 and '"clean": false' in mismatch.stdout
     assert "position AAPL" in mismatch.stdout and "reconciliation" in blocked
+
+
+def test_both_sample_strategies_run_in_every_venue_stage(tmp_path, monkeypatch):
+    """The same strategy objects, unchanged, in paper, shadow and small against the venue:
+    each stage sends orders and the strategies raise nothing."""
+    from engine.config import load_config
+    from engine.runtime import RunOptions, Runtime
+    from tests.test_runtime import write_config
+
+    strategies = {
+        "ma": ('strategy = "engine.strategies.ma_crossover:MovingAverageCrossover"', ""),
+        "mm": ('strategy = "engine.strategies.market_maker:MarketMaker"',
+               'symbol = "AAPL"\nqty = "5"\nmax_inventory = "50"\nhalf_spread_ticks = 1\nrequote_ticks = 1\n'),
+    }
+
+    monkeypatch.setenv("ENGINE_ADMIN_TOKEN", "t")
+
+    async def run_stage(venue, stage, name):
+        base = tmp_path / f"{name}-{stage}"
+        base.mkdir()
+        path = write_config(base, venue.fix_port, venue.itch_request_port, stage)
+        text = path.read_text()
+        spec, params = strategies[name]
+        text = text.replace('strategy = "engine.strategies.ma_crossover:MovingAverageCrossover"', spec)
+        if params:
+            start = text.index("[strategy.params]")
+            end = text.index("[venue]")
+            text = text[:start] + "[strategy.params]\n" + params + "\n" + text[end:]
+        else:
+            text = text.replace("fast = 5", "fast = 2").replace("slow = 20", "slow = 3").replace(
+                "sample_interval_ms = 100", "sample_interval_ms = 0")
+        path.write_text(text)
+        config = load_config(path, stage=stage)
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage=stage, admin_port=0,
+                                                       duration_s=2.5, force=True))
+        await rt.start()
+        try:
+            await rt.wait_for_market_data()
+            rt.started_ns = time.time_ns()
+            rt.core.start()
+            await rt.stop_event.wait()
+            return rt.core.om.stats["sent"], list(rt.core.strategy_errors), rt.core.host.errors
+        finally:
+            await rt.stop()
+
+    async def main():
+        venue = await start_venue()
+        out = {}
+        try:
+            for name in strategies:
+                for stage in ("paper", "shadow", "small"):
+                    out[(name, stage)] = await run_stage(venue, stage, name)
+        finally:
+            await venue.stop()
+        return out
+    results = asyncio.run(main())
+    for key, (sent, errors, host_errors) in results.items():
+        assert not errors and host_errors == 0, (key, errors)
+        assert sent > 0, f"{key}: the strategy sent no order"
