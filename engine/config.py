@@ -167,6 +167,7 @@ class VenueConfig:
 class OrdersConfig:
     status_timeout_ms: int = 2000      # query an unanswered order after this long
     max_status_queries: int = 3        # then alert
+    flatten_on_stop: bool = False      # SIGINT/SIGTERM: after canceling open orders, also close positions
 
     @property
     def status_timeout_ns(self) -> int:
@@ -617,7 +618,8 @@ def _orders(top: _Table) -> OrdersConfig:
     if t is None:
         return OrdersConfig()
     o = OrdersConfig(status_timeout_ms=t.int_("status_timeout_ms", 2000, 10, 600_000),
-                     max_status_queries=t.int_("max_status_queries", 3, 1, 100))
+                     max_status_queries=t.int_("max_status_queries", 3, 1, 100),
+                     flatten_on_stop=t.bool_("flatten_on_stop", False))
     t.done()
     return o
 

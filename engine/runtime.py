@@ -509,14 +509,16 @@ class Runtime:
     async def stop(self, reason: str = "stop") -> None:
         core = self.core
         if core is not None:
+            # the stop policy: cancel every open order; keep positions, or close them when
+            # [orders] flatten_on_stop says so
             core.stop(reason)
             if core.om.open_orders():
                 core.om.cancel_all()
-                deadline = time.monotonic() + 2.0
-                while core.om.open_orders() and time.monotonic() < deadline:
-                    if self.sim is not None:
-                        self.sim.advance_to(self._clock() + 10**9)
-                    await asyncio.sleep(0.02)
+                await self._settle(2.0)
+            if self.config.orders.flatten_on_stop and any(core.portfolio.position(s) for s in self.books):
+                ids = core.killswitch.flatten()
+                log.warning("stop: flattening %d position(s)", len(ids))
+                await self._settle(2.0)
         if self._timer_task is not None:
             self.stop_event.set()
             self._timer_task.cancel()
@@ -538,6 +540,14 @@ class Runtime:
             self.store.close()
         if self.logging_handle is not None:
             self.logging_handle.stop()
+
+    async def _settle(self, timeout_s: float) -> None:
+        """Wait (driving the simulator, if any) until no order is open, up to timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while self.core.om.open_orders() and time.monotonic() < deadline:
+            if self.sim is not None:
+                self.sim.advance_to(self._clock() + 10**9)
+            await asyncio.sleep(0.02)
 
     def record_evidence(self, risk_controls: tuple = ()) -> int | None:
         core = self.core

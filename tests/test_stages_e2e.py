@@ -304,3 +304,29 @@ def test_both_sample_strategies_run_in_every_venue_stage(tmp_path, monkeypatch):
     for key, (sent, errors, host_errors) in results.items():
         assert not errors and host_errors == 0, (key, errors)
         assert sent > 0, f"{key}: the strategy sent no order"
+
+
+def test_stop_policy_cancels_orders_and_flattens_when_configured(tmp_path):
+    """SIGTERM/SIGINT policy: open orders are canceled; with [orders] flatten_on_stop the
+    positions are closed too (at the venue, over FIX)."""
+    async def main(flatten: bool, sub: str):
+        venue = await start_venue()
+        base = tmp_path / sub
+        base.mkdir()
+        rt = await start_runtime(base, venue, "small")
+        object.__setattr__(rt.config.orders, "flatten_on_stop", flatten)
+        try:
+            book = rt.books["AAPL"]
+            rt.core.om.submit("AAPL", Side.BUY, 4, book.best_ask + 5, "IOC", owner="strategy")
+            resting = rt.core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 30, "DAY", owner="strategy")
+            await asyncio.sleep(0.5)
+            await rt.stop("SIGTERM")
+            acct = venue.exchange.accounts["ENGINE"]
+            ours = [o for o in venue.exchange.books["AAPL"].open_orders() if o["owner"] != 0]
+            return acct.position.get("AAPL", 0), rt.core.om.order(resting).state, ours
+        finally:
+            await venue.stop()
+    kept, state, ours = asyncio.run(main(False, "keep"))
+    assert kept == 4 and state == OrdStatus.CANCELED and ours == []
+    flat, state, ours = asyncio.run(main(True, "flatten"))
+    assert flat == 0 and state == OrdStatus.CANCELED and ours == []
