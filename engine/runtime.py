@@ -108,8 +108,13 @@ class Runtime:
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
     alerting: object | None = None        # engine.alerts.Alerting on the metrics collector
     reconciliation_mismatches: int = 0    # of the last reconciliation
+    _rtt_task: asyncio.Task | None = None
     _tick_rec: object | None = None       # LatencyRecorder: feed packet in -> order handed to the client
     _ack_rec: object | None = None        # LatencyRecorder: order submitted -> venue acknowledgement
+    _md_rec: object | None = None         # LatencyRecorder: venue ITCH timestamp -> receipt
+    _rtt_rec: object | None = None        # LatencyRecorder: TestRequest -> Heartbeat round trip
+    _md_seen: int = 0                     # feed latency samples already passed on
+    _slippage: dict = field(default_factory=dict)   # symbol -> recent fill slippage, bps
     capture: object | None = None         # engine.capture.MarketDataCapture: quotes to Parquet
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
@@ -206,6 +211,14 @@ class Runtime:
     def _record_fill(self, fill) -> None:
         from engine.logs import log_fill
         from engine.store import FillRow
+        book = self.books.get(fill.symbol)
+        if book is not None and book.best_bid is not None and book.best_ask is not None:
+            # realised slippage against the mid when the fill arrived, bps (positive = worse)
+            mid = (book.best_bid + book.best_ask) / 2
+            bps = (fill.price - mid) / mid * 1e4 * (1 if int(fill.side) == 0 else -1)
+            recent = self._slippage.setdefault(fill.symbol, [])
+            recent.append(bps)
+            del recent[:-200]
         log_fill(exec_id=fill.exec_id, cl_ord_id=fill.cl_ord_id, symbol=fill.symbol, side=int(fill.side),
                  qty=fill.qty, price=fill.price, ts_ns=fill.ts_ns)
         self.store.insert_fill(FillRow(exec_id=fill.exec_id or f"{fill.cl_ord_id}-{fill.ts_ns}",
@@ -294,6 +307,10 @@ class Runtime:
         # histograms on its timer
         self._tick_rec = self.collector.recorder("tick_to_order")
         self._ack_rec = self.collector.recorder("order_to_ack")
+        self._md_rec = self.collector.recorder("market_data_latency")
+        self._rtt_rec = self.collector.recorder("venue_round_trip")
+        if self.fix is not None:
+            self._rtt_task = asyncio.get_running_loop().create_task(self._venue_rtt())
         self._start_alerting(metrics)
         port = self.options.admin_port if self.options.admin_port is not None else mon.admin_port
         self.admin = admin_mod.AdminServer(host=mon.admin_host, port=port, token=token, metrics=metrics,
@@ -355,6 +372,23 @@ class Runtime:
         if self._tick_rec is not None and core.om.stats["sent"] != sent_before:
             self._tick_rec.record_since(t0)
 
+    async def _venue_rtt(self, every_s: float = 5.0) -> None:
+        """Venue round trip (FIX TestRequest -> Heartbeat) every few seconds, for monitoring."""
+        while not self.stop_event.is_set():
+            rtt = await self.fix.client.heartbeat_roundtrip(timeout_s=2.0)
+            if rtt is not None:
+                self._rtt_rec.record(int(rtt * 1e9))
+            await asyncio.sleep(every_s)
+
+    def _drain_feed_latency(self) -> None:
+        """New venue-timestamp-to-receipt samples of the feed handler into the recorder."""
+        feed, rec = self.feed, self._md_rec
+        n = feed._lat_n
+        new = min(n - self._md_seen, len(feed._lat))
+        for k in range(n - new, n):
+            rec.record(int(feed._lat[k % len(feed._lat)]))
+        self._md_seen = n
+
     def _sync_stale(self) -> None:
         """The feed's gap/silence state reaches the risk kernel (orders rejected while stale)."""
         stale = bool(self.feed.stale or self.feed.needs_resync or self.feed.silent)
@@ -372,6 +406,8 @@ class Runtime:
                 if self.sim is not None:
                     self.sim.advance_to(now)
                 self.core.on_timer(now)
+                if self._md_rec is not None:
+                    self._drain_feed_latency()
                 if self.gc_collector is not None:
                     self.gc_collector.maybe_collect()
                 if self.options.duration_s is not None and \
@@ -441,6 +477,9 @@ class Runtime:
         values["engine_filled_lots_total"] = {s: float(sum(f.qty for f in fills if f.symbol == s)) for s in self.books}
         values["engine_orders_filled_total"] = float(len({f.cl_ord_id for f in fills}))
         values["engine_reconciliation_mismatches"] = float(self.reconciliation_mismatches)
+        values["engine_slippage_bps"] = {s: sum(v) / len(v) for s, v in self._slippage.items() if v}
+        values["engine_expected_slippage_bps"] = {s: float(self.config.simulation.slippage_bps)
+                                                  for s in self._slippage}
         if self.shadow is not None and self.shadow.summary()["mean_error_bps"] is not None:
             sym = next(iter(self.books))
             values["engine_slippage_model_error_bps"] = {sym: float(self.shadow.summary()["mean_error_bps"])}
@@ -522,6 +561,8 @@ class Runtime:
         if self._timer_task is not None:
             self.stop_event.set()
             self._timer_task.cancel()
+        if self._rtt_task is not None:
+            self._rtt_task.cancel()
         if self.collector is not None:
             await self.collector.stop()
         if self.admin is not None:

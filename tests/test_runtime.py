@@ -69,6 +69,7 @@ def test_preflight_passes_against_a_healthy_venue_in_small(tmp_path):
         rt = await start_runtime(tmp_path, venue, "small")
         try:
             results = await preflight.run_checks(rt)
+            assert rt._rtt_rec.total >= 1, "the venue round trip was not measured for monitoring"
         finally:
             await rt.stop()
             await venue.stop()
@@ -224,6 +225,9 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
     assert 'engine_fills_total{symbol="AAPL"} 1.0' in text and "engine_kill_switch_tripped 0.0" in text
     assert "engine_risk_rejects_total" in text and "engine_quote_staleness_seconds" in text
     import re
+    md = re.search(r"^engine_market_data_latency_seconds_count (\S+)", text, re.M)
+    assert md and float(md.group(1)) >= 1, "the market-data latency histogram got no sample"
+    assert 'engine_slippage_bps{symbol="AAPL"}' in text
     acks = re.search(r"^engine_order_to_ack_seconds_count (\S+)", text, re.M)
     assert acks and float(acks.group(1)) >= 1, "the order-to-ack histogram got no sample"
     db = sqlite3.connect(store / "engine.db")
