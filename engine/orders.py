@@ -919,6 +919,16 @@ class OrderManager:
     def _on_status(self, order: Order, report: ExecutionReport) -> None:
         venue = report.ord_status
         self.stats["status_answers"] += 1
+        if (order.state is S.PENDING_NEW and order.orig_cl_ord_id
+                and venue in (S.NEW, S.PARTIALLY_FILLED, S.FILLED)):
+            orig = self._orders.get(order.orig_cl_ord_id)
+            if orig is not None and orig.state is S.PENDING_REPLACE:
+                # The venue answers under the replacement's id: the replace went through.
+                # Apply it first, so the chain's cumulative quantity is compared with the
+                # chain's fills (the original's are not booked again as missed fills).
+                self._on_replace_outcome(ExecutionReport(
+                    ExecKind.REPLACED, order.cl_ord_id, orig_cl_ord_id=orig.cl_ord_id,
+                    venue_order_id=report.venue_order_id, ts_ns=report.ts_ns))
         # missed fills first: the venue filled more than we know
         if report.cum_qty is not None and report.cum_qty > order.cum_qty:
             missing = report.cum_qty - order.cum_qty

@@ -552,3 +552,25 @@ def test_state_machine_never_reaches_an_illegal_state(events, mass):
             assert last_state[order.cl_ord_id] is order.state
         kernel_matches(om, kernel)
         assert kernel.position(XYZ) == position[XYZ] and kernel.position(BTC) == position[BTC]
+
+
+def test_status_answer_under_the_replacements_id_counts_the_chain_fills_once():
+    """The venue answers a status query for an order whose replace is in flight under the
+    replacement's id, with the chain's cumulative quantity: the replace is applied first,
+    so the fills already booked on the original are not booked again as missed fills."""
+    om, kernel, client, _ = make_om()
+    cl = om.submit("XYZ", "buy", 100, XYZ_PRICE)
+    client.ack(cl)
+    client.fill(cl, 3, XYZ_PRICE)
+    new = om.replace(cl, qty=100, price=XYZ_PRICE - 5)
+    client.report(ExecKind.ORDER_STATUS, new, ord_status=S.PARTIALLY_FILLED, cum_qty=3, leaves_qty=97,
+                  avg_px=float(XYZ_PRICE))
+    o, r = om.order(cl), om.order(new)
+    assert o.state is S.REPLACED and r.state is S.PARTIALLY_FILLED
+    assert r.cum_qty == 3 and kernel.position(XYZ) == 3       # not 6
+    assert not [a for a in om.alerts if "missed_fill" in str(a)]
+    # a fill the venue made on the chain that we did not see is still booked, once
+    client.report(ExecKind.ORDER_STATUS, new, ord_status=S.PARTIALLY_FILLED, cum_qty=5, leaves_qty=95,
+                  avg_px=float(XYZ_PRICE))
+    assert om.order(new).cum_qty == 5 and kernel.position(XYZ) == 5
+    kernel_matches(om, kernel)
