@@ -330,3 +330,30 @@ def test_stop_policy_cancels_orders_and_flattens_when_configured(tmp_path):
     assert kept == 4 and state == OrdStatus.CANCELED and ours == []
     flat, state, ours = asyncio.run(main(True, "flatten"))
     assert flat == 0 and state == OrdStatus.CANCELED and ours == []
+
+
+def test_drawdown_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_path):
+    async def main():
+        venue = await start_venue()
+        rt = await start_runtime(tmp_path, venue, "small")
+        try:
+            core = rt.core
+            book = rt.books["AAPL"]
+            resting = core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 40, "DAY", owner="strategy")
+            await asyncio.sleep(0.3)
+            assert core.om.order(resting).state == OrdStatus.NEW
+            # equity has fallen further from its peak than max_drawdown_pct allows
+            equity = core.portfolio.equity()
+            core.policy.start_day(equity)
+            core.policy.peak_equity = equity / (1 - (core.config.risk.max_drawdown_pct + 1) / 100)
+            core.policy.check()
+            await asyncio.sleep(0.8)
+            ours = [o for s in venue.exchange.books for o in venue.exchange.books[s].open_orders()
+                    if o["owner"] != 0]
+            return core.killswitch.tripped, core.killswitch.reason, core.om.order(resting).state, ours
+        finally:
+            await rt.stop()
+            await venue.stop()
+    tripped, reason, state, ours = asyncio.run(main())
+    assert tripped and "drawdown" in reason, reason
+    assert state == OrdStatus.CANCELED and ours == []
