@@ -319,7 +319,7 @@ class Runtime:
         self.admin.on_kill_reset(self._admin_kill_reset)
         self.admin.on_flatten(self._admin_flatten)
         self.admin.on_reconcile(self._admin_reconcile)
-        await self.admin.start()
+        await self.admin.start()     # a port in use is an EngineError naming it (exit 2)
         self.collector.start()
         print(f"engine: stage {self.stage} admin on http://{mon.admin_host}:{self.admin.port} "
               f"(/metrics /healthz /status)", flush=True)

@@ -237,3 +237,22 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
     assert (store / "logs" / "orders.log").read_text().count("\n") >= 2
     quotes = read_capture(store / "capture", "quotes")
     assert len(quotes) > 0
+
+
+def test_engine_run_with_the_admin_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, 1, 9, "paper")
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(config), "--admin-port",
+                               str(port), "--duration", "1", "--force"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "ENGINE_ADMIN_TOKEN": TOKEN})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
