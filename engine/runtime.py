@@ -104,6 +104,7 @@ class Runtime:
     preflight_report: list = field(default_factory=list)
     _timer_task: asyncio.Task | None = None
     gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
+    _stopped: bool = False                # stop() ran (it is idempotent)
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
     alerting: object | None = None        # engine.alerts.Alerting on the metrics collector
@@ -127,6 +128,18 @@ class Runtime:
         return time.time_ns()
 
     async def start(self) -> None:
+        """Start every part; a failure part-way stops what was started (threads, sockets,
+        log handlers) before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            try:
+                await self.stop("start failed")
+            except Exception:  # noqa: BLE001 - the start error is the one to report
+                log.exception("cleanup after a failed start")
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         self.storage.mkdir(parents=True, exist_ok=True)
         self.evidence = EvidenceStore(self.storage / "evidence.db")
@@ -546,6 +559,9 @@ class Runtime:
         return False
 
     async def stop(self, reason: str = "stop") -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         core = self.core
         if core is not None:
             # the stop policy: cancel every open order; keep positions, or close them when

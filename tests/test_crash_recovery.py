@@ -344,6 +344,10 @@ def test_paper_restart_rebuilds_positions_and_closes_the_simulators_orders(tmp_p
             await rt.admin.stop()
             await rt.feed.stop()
             rt.journal.close()
+            # the dead process's background writers go with it (recovery reads only the journal)
+            rt.capture.close()
+            rt.store.close()
+            rt.logging_handle.stop()
             rt2 = await runtime()
             after = (rt2.core.portfolio.positions(), rt2.core.portfolio.avg_price("AAPL"),
                      rt2.recovery.report.closed, rt2.core.om.open_orders(), rt2.core.om.ids.next() > resting,
