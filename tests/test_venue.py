@@ -813,23 +813,20 @@ def test_our_client_against_a_quickfix_acceptor(loop_runner, tmp_path):
         held.extend((app, settings, acceptor))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, acceptor.start)
-        try:
-            events: list = []
-            client = FixOrderClient("127.0.0.1", port, "ME", "QFVENUE", SYMS, on_event=events.append,
-                                    reset_seq_num=True, backoff_initial_s=0.1)
-            await client.start(wait_logged_on=5.0)
-            await qf_get(app, "logon")
-            cl = client.new_order("AAPL", BUY, 7, 12_345)
-            order = await qf_get(app, "app", contains="\x0135=D\x01")
-            assert f"\x0111={cl}\x01" in order and "\x0144=123.45\x01" in order and "\x0138=7\x01" in order
-            await until(lambda: ers(events, cl), what="QuickFIX's ExecutionReport")
-            er = ers(events, cl)[0]
-            assert (er.exec_type, er.ord_status, er.order_id, er.leaves_qty, er.price) == ("0", "0", "QF1", 7, 12_345)
-            await client.stop()
-            await qf_get(app, "logout")
-            assert client.session.last_disconnect_reason in ("logout", "initiator stopping")
-        finally:
-            pass
+        events: list = []
+        client = FixOrderClient("127.0.0.1", port, "ME", "QFVENUE", SYMS, on_event=events.append,
+                                reset_seq_num=True, backoff_initial_s=0.1)
+        await client.start(wait_logged_on=5.0)
+        await qf_get(app, "logon")
+        cl = client.new_order("AAPL", BUY, 7, 12_345)
+        order = await qf_get(app, "app", contains="\x0135=D\x01")
+        assert f"\x0111={cl}\x01" in order and "\x0144=123.45\x01" in order and "\x0138=7\x01" in order
+        await until(lambda: ers(events, cl), what="QuickFIX's ExecutionReport")
+        er = ers(events, cl)[0]
+        assert (er.exec_type, er.ord_status, er.order_id, er.leaves_qty, er.price) == ("0", "0", "QF1", 7, 12_345)
+        await client.stop()
+        await qf_get(app, "logout")
+        assert client.session.last_disconnect_reason in ("logout", "initiator stopping")
 
     try:
         loop_runner(main, timeout=20)
