@@ -59,3 +59,26 @@ def loop_runner(event_loop_kind: str) -> Callable[..., Any]:
     def runner(coro_fn: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
         return run_on(event_loop_kind, coro_fn, timeout)
     return runner
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop(request):
+    """A fresh asyncio or uvloop loop per test (both kinds); any unhandled loop
+    exception fails the test."""
+    lp = new_loop(request.param)
+    errors: list[dict] = []
+    lp.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    asyncio.set_event_loop(lp)
+    try:
+        yield lp
+        pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        lp.run_until_complete(lp.shutdown_asyncgens())
+    finally:
+        lp.close()
+        asyncio.set_event_loop(None)
+    if errors:
+        pytest.fail(f"unhandled exception(s) in the {request.param} loop: {errors}")

@@ -13,7 +13,8 @@ import socket
 import time
 
 import pytest
-import uvloop
+
+from tests.conftest_loops import loop  # noqa: F401 - the shared fixture (asyncio and uvloop)
 from core_ext.matching import TIF_DAY, TIF_IOC, MatchingBook
 
 from core_ext import itch
@@ -33,27 +34,6 @@ SYMBOLS = ("AAPL", "MSFT")
 
 
 # ----------------------------------------------------------------------------- loops
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request):
-    lp = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
-    errors: list[dict] = []
-    lp.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-    asyncio.set_event_loop(lp)
-    try:
-        yield lp
-        pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        lp.run_until_complete(lp.shutdown_asyncgens())
-    finally:
-        lp.close()
-        asyncio.set_event_loop(None)
-    if errors:
-        pytest.fail(f"unhandled exception(s) in the {request.param} loop: {errors}")
-
 
 @pytest.fixture(autouse=True)
 def no_logged_errors(caplog):
