@@ -10,6 +10,11 @@ from engine.orders import OrdStatus, Side
 from tests.test_runtime import start_runtime, start_venue
 
 
+def engine_orders_at(venue) -> list:
+    """Orders resting at the venue that are not the venue's own (anonymous) liquidity."""
+    return [o for s in venue.exchange.books for o in venue.exchange.books[s].open_orders() if o["owner"] != 0]
+
+
 def test_every_limit_rejects_before_the_venue_sees_the_order(tmp_path):
     async def main():
         venue = await start_venue()
@@ -66,8 +71,7 @@ def test_daily_loss_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_p
             core.policy.start_day(core.portfolio.equity() + float(core.config.risk.daily_loss_limit) + 1)
             core.policy.on_timer(time.time_ns())
             await asyncio.sleep(0.8)
-            ours = [o for s in venue.exchange.books for o in venue.exchange.books[s].open_orders()
-                    if o["owner"] != 0]
+            ours = engine_orders_at(venue)
             return core.killswitch.tripped, core.killswitch.reason, core.om.order(resting).state, ours
         finally:
             await rt.stop()
@@ -348,8 +352,7 @@ def test_drawdown_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_pat
             core.policy.peak_equity = equity / (1 - (core.config.risk.max_drawdown_pct + 1) / 100)
             core.policy.check()
             await asyncio.sleep(0.8)
-            ours = [o for s in venue.exchange.books for o in venue.exchange.books[s].open_orders()
-                    if o["owner"] != 0]
+            ours = engine_orders_at(venue)
             return core.killswitch.tripped, core.killswitch.reason, core.om.order(resting).state, ours
         finally:
             await rt.stop()
