@@ -80,6 +80,7 @@ SESSION = "T2TBENCH"
 CLOCK0 = 1_700_000_000_000_000_000   # a fixed clock for the deterministic tests
 LOOPBACK_OFFSET_TICKS = 20     # loopback orders rest behind the touch: no top change of their own
 NO_PRICE = -(2**63)            # core_ext.common NO_PRICE
+BOOK_TOP_CHANGED = l2.BOOK_TOP_CHANGED
 ORDTYPE_LIMIT, ORDTYPE_MARKET = 0, 1   # core_ext.common OrderType
 
 
@@ -250,12 +251,13 @@ class InProcessFix:
         mult, decimals = self._wire[order.symbol]
         now = self.clock()
         price = order.price
-        data = self.encoder.new_order_single(
-            self.seq, format_cl_ord_id(order.cl_ord_id), order.symbol, int(order.side), order.qty,
+        seq = self.seq
+        self.seq = seq + 1
+        # side and tif are IntEnums: the encoder's C int parameters take them as they are
+        self.out.append(self.encoder.new_order_single(
+            seq, format_cl_ord_id(order.cl_ord_id), order.symbol, order.side, order.qty,
             NO_PRICE if price is None else price, decimals,
-            ORDTYPE_MARKET if price is None else ORDTYPE_LIMIT, int(order.tif), None, now, now, mult)
-        self.seq += 1
-        self.out.append(data)
+            ORDTYPE_MARKET if price is None else ORDTYPE_LIMIT, order.tif, None, now, now, mult))
 
     def send_cancel(self, order: Order, cancel_id: int) -> None:
         raise NotImplementedError("the in-process benchmark releases orders with Canceled reports")
@@ -318,6 +320,8 @@ class EnginePipeline:
             for s in inst:
                 self.applier.set_price_divisor(s, PRICE4_PER_TICK)
             self._apply = self._apply_compiled
+            if type(self.applier).apply_packet is itch.ItchBookApplier.apply_packet:
+                self._apply = _top_changed_of(self.applier.apply_packet)
         self.symbols = list(inst)
         self.inst_id = {s: i.inst_id for s, i in inst.items()}
         self.core.start()
@@ -329,11 +333,12 @@ class EnginePipeline:
         return self.applier.apply_packet(packet)["top_changed"]
 
     def process(self, packet: bytes) -> bytes | None:
+        # what Runtime._on_feed does with the feed handler's result, minus its metrics
         tops = self._apply(packet)
         if tops:
             core, now, symbols = self.core, self.clock(), self.symbols
             for idx in tops:
-                core.on_book(symbols[idx], l2.BOOK_TOP_CHANGED, now)
+                core.on_book(symbols[idx], BOOK_TOP_CHANGED, now)
         out = self.client.out
         if not out:
             return None
@@ -380,6 +385,14 @@ class CythonPipeline:
         for r in t.drain_orders().tolist():
             if r[8] == ct.OUTCOME_SENT:        # outcome
                 k.on_cancel(r[2], r[9], r[3])    # inst_id, side, qty
+
+
+def _top_changed_of(apply_packet):
+    """packet -> the indices of the books whose top changed (ItchApplyResult.top_changed),
+    as one closure rather than a method calling a method."""
+    def apply(packet: bytes):
+        return apply_packet(packet).top_changed
+    return apply
 
 
 def _use_reference_kernel(core: TradingCore, config: Config) -> None:

@@ -146,7 +146,8 @@ cdef class ItchApplyResult:
     cdef readonly int kind               # an ItchPacketKind
     cdef readonly Py_ssize_t anomalies   # non-strict: messages disagreeing with the order table
     cdef unsigned char _session[10]      # MoldUDP64 session bytes
-    cdef void* _mem                      # one allocation holding the three arrays below
+    cdef void* _mem                      # one allocation holding the three arrays below (or NULL)
+    cdef uint64_t _inline[16]            # ... or here when they fit (128 B; no malloc per packet)
     cdef ItchTrade* _trades              # executions and trades, in message order
     cdef Py_ssize_t _n_trades
     cdef int32_t* _top                   # instrument indices whose top of book changed

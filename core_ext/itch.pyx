@@ -53,6 +53,8 @@ shares are clamped to what is left) and the rest of the packet is applied.
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -407,11 +409,14 @@ cdef void order_remove(OrderTable* t, ItchOrder* slot) noexcept nogil:
 
 @cython.final
 @cython.no_gc
+@cython.freelist(16)
 cdef class ItchApplyResult:
-    """What one ``ItchBookApplier.apply_packet`` call did (see the module doc)."""
+    """What one ``ItchBookApplier.apply_packet`` call did (see the module doc).
+    One is made per packet: a free list recycles the objects and small lists live
+    inside the object, so a typical packet costs no allocation."""
 
     def __dealloc__(self):
-        free(self._mem)
+        free(self._mem)     # NULL when the lists were inline
 
     @property
     def session(self):
@@ -421,7 +426,14 @@ cdef class ItchApplyResult:
     @property
     def top_changed(self):
         """Instrument indices whose top of book changed, each once, in order of first change."""
-        return tuple([self._top[i] for i in range(self._n_top)])
+        cdef Py_ssize_t i
+        cdef tuple out = PyTuple_New(self._n_top)
+        cdef object v
+        for i in range(self._n_top):
+            v = self._top[i]
+            Py_INCREF(v)
+            PyTuple_SET_ITEM(out, i, v)
+        return out
 
     @property
     def halts_changed(self):
@@ -844,11 +856,15 @@ cdef class ItchBookApplier:
         r.kind = h.kind
         r.anomalies = self._anomalies
         r._trades_array = None
+        r._mem = NULL       # a recycled object from the free list keeps no old pointer
         if bytes_trades + bytes_top + bytes_halts:
-            mem = <unsigned char*>malloc(bytes_trades + bytes_top + bytes_halts)
-            if mem == NULL:
-                raise MemoryError()
-            r._mem = mem
+            if bytes_trades + bytes_top + bytes_halts <= sizeof(r._inline):
+                mem = <unsigned char*>r._inline
+            else:
+                mem = <unsigned char*>malloc(bytes_trades + bytes_top + bytes_halts)
+                if mem == NULL:
+                    raise MemoryError()
+                r._mem = mem
             memcpy(mem, self._trades, bytes_trades)
             memcpy(mem + bytes_trades, self._top, bytes_top)
             memcpy(mem + bytes_trades + bytes_top, self._halts, bytes_halts)

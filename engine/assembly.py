@@ -30,6 +30,7 @@ from engine.risk_policy import RiskPolicy, build_kernel
 from engine.strategy import StrategyContext, StrategyHost
 
 log = logging.getLogger("engine.core")
+_BOOK_UNCHANGED, _BOOK_TOP_CHANGED = l2.BOOK_UNCHANGED, l2.BOOK_TOP_CHANGED
 
 
 @dataclass
@@ -66,10 +67,10 @@ class TradingCore:
 
     # -------------------------------------------------------------- events
     def on_book(self, symbol: str, change: int, ts_ns: int) -> None:
-        if change == l2.BOOK_UNCHANGED:
+        if change == _BOOK_UNCHANGED:
             return
-        book = self.books[symbol]
-        if change == l2.BOOK_TOP_CHANGED:
+        if change == _BOOK_TOP_CHANGED:
+            book = self.books[symbol]
             self.policy.on_quote(symbol, book.best_bid, book.best_ask, ts_ns)
         self.host.book_changed(symbol, change, ts_ns)
 
@@ -155,7 +156,9 @@ def build_core(config: Config, books: Mapping[str, l2.L2Book], client: Execution
     # listeners in the order the order manager documents: portfolio, risk policy, strategy
     om.add_listener(on_fill=portfolio.on_fill)
     om.add_listener(on_fill=policy.on_fill)
-    om.add_listener(on_order=host.order_event, on_fill=host.fill_event)
+    # the strategy's, only for the callbacks it has (an order listener makes the order
+    # manager build a snapshot on every order event)
+    host.listen_to(om)
     return TradingCore(config=config, stage=st, instruments=instruments, books=books, kernel=kernel,
                        client=client, om=om, portfolio=portfolio, policy=policy, killswitch=killswitch,
                        host=host, alerts=alerts, clock=clock, strategy_errors=core_errors)

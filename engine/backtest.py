@@ -91,7 +91,7 @@ from engine.instruments import Instrument
 from engine.orders import Fill, Side
 from engine.portfolio import Position
 from engine.sim_execution import SimExecution
-from engine.strategy import Quote, Strategy, StrategyStopped, Trade
+from engine.strategy import Quote, Strategy, StrategyStopped, Trade, overrides
 from engine.tickdata import TickData, _rescale, detect_format, load_tick_data, trades_only
 
 log = logging.getLogger("engine.backtest")
@@ -182,13 +182,8 @@ def build_sim_stack(config: Config, clock: Callable[[], int], *, strategy: Strat
     sim = sim_execution_from_config(cfg, books, clock)
     core = build_core(cfg, books, sim, clock=clock, stage=Stage.BACKTEST)
     if strategy is not None:
-        core.host.strategy = strategy
-        strategy.bind(core.host.ctx)
+        core.host.strategy = strategy     # binds it, and re-registers its listeners
     return SimStack(core, sim, core.host.strategy)
-
-
-def _overrides(strategy: Strategy, name: str) -> bool:
-    return getattr(type(strategy), name) is not getattr(Strategy, name)
 
 
 # =========================================================================== inputs
@@ -451,7 +446,7 @@ class _Timers:
         # (a changed RiskPolicy) every tick goes through on_timer
         self.full_var = full_var or not (hasattr(p, "_last_var_ns") and hasattr(p, "_sample_prices"))
         strat = stack.strategy
-        self.strategy_ns = int(strat.timer_interval_ns) if _overrides(strat, "on_timer") else 0
+        self.strategy_ns = int(strat.timer_interval_ns) if overrides(strat, "on_timer") else 0
         if self.strategy_ns < 0:
             raise ConfigError(f"strategy timer_interval_ns {self.strategy_ns}: must be >= 0")
         self.interval_ns = min(x for x in (sample_ns, self.strategy_ns) if x > 0)
@@ -556,9 +551,9 @@ def _make_replay(stack: SimStack, l3: list[bool], clock: ReplayClock, *, guards:
     strat = stack.strategy
     replay.set_strategy(
         stack.host,
-        on_quote=strat.on_quote if _overrides(strat, "on_quote") else None,
-        on_book=strat.on_book if _overrides(strat, "on_book") else None,
-        on_trade=strat.on_trade if _overrides(strat, "on_trade") else None,
+        on_quote=strat.on_quote if overrides(strat, "on_quote") else None,
+        on_book=strat.on_book if overrides(strat, "on_book") else None,
+        on_trade=strat.on_trade if overrides(strat, "on_trade") else None,
         on_error=stack.strategy_failed, stopped_exc=StrategyStopped,
         quote_type=Quote, trade_type=Trade, side_values=(Side.BUY, Side.SELL))
     sim = stack.sim

@@ -41,6 +41,7 @@ must be delivered on that thread (the asyncio runtime does so naturally).
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -49,6 +50,9 @@ from enum import IntEnum, StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from core_ext import risk as rk
+from core_ext import orderpath
+from core_ext.orderpath import OrderPath
+from core_ext.records import OrderRecord, OrderSnapshotRecord, format_cl_ord_id_fast
 from engine.instruments import Instrument
 
 log = logging.getLogger("engine.orders")
@@ -62,6 +66,7 @@ __all__ = [
 ]
 
 INT64_MAX = 2**63 - 1
+_RISK_OK = rk.RISK_OK
 
 # Local (non-kernel) reject reasons. Kernel rejects use rk.REJECT_REASONS names.
 REASON_BLOCKED = "TRADING_BLOCKED"            # a block flag is set (reconciliation, kill switch...)
@@ -218,61 +223,46 @@ class Fill:
     inferred: bool = False    # synthesised from an order-status answer (a missed fill)
 
 
-@dataclass(frozen=True, slots=True)
-class OrderSnapshot:
-    """Read-only copy of an order, handed to strategies and listeners."""
-    cl_ord_id: int
-    symbol: str
-    side: Side
-    qty: int
-    price: int | None
-    tif: Tif
-    state: OrdStatus
-    cum_qty: int
-    leaves_qty: int
-    avg_px: float | None
-    reject_reason: str
-    orig_cl_ord_id: int
-    replaced_by: int
-    tag: str
-    updated_ns: int
-    owner: str = ""
+class OrderSnapshot(OrderSnapshotRecord):
+    """Read-only copy of an order, handed to strategies and listeners.
+
+    Fields: cl_ord_id, symbol, side (Side), qty, price (ticks or None), tif (Tif),
+    state (OrdStatus), cum_qty, leaves_qty, avg_px, reject_reason, orig_cl_ord_id,
+    replaced_by, tag, updated_ns, owner. Compiled (core_ext.records): it is built for
+    every order event, and a frozen dataclass cost 2 us to build."""
+    __slots__ = ()
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
 
-@dataclass(slots=True, eq=False)
-class Order:
-    """An order owned by the OrderManager (mutable; clients must only read it)."""
-    cl_ord_id: int
-    symbol: str
-    inst_id: int
-    side: Side
-    qty: int                        # total order quantity, lots (after a replace: the new total)
-    price: int | None               # ticks; None = market order
-    tif: Tif
-    state: OrdStatus
-    created_ns: int
-    updated_ns: int
-    tag: str = ""                   # free text from the strategy (not sent)
-    owner: str = ""                 # who submitted it (a strategy context's owner id; "" = engine)
-    cum_qty: int = 0                # lots filled (a replacement starts with the replaced order's)
-    fill_notional: int = 0          # sum of qty * price of the fills, tick-lots
-    venue_order_id: str = ""
-    reject_reason: str = ""
-    orig_cl_ord_id: int = 0         # replacement: the order it replaces
-    replaced_by: int = 0            # replaced (or being replaced): the replacement's id
-    reserved: int = 0               # lots the risk kernel counts open for this order
-    kernel_open: bool = False       # the kernel counts this order among its open orders
-    restore_state: OrdStatus | None = None  # state to go back to when a cancel/replace is refused
-    cancel_id: int = 0              # id of the cancel request in flight
-    cancel_after_replace: bool = False  # cancel requested while a replace was in flight
-    pending_since_ns: int = 0       # when the order entered its current pending state
-    last_status_ns: int = 0         # when it was last queried
-    status_queries: int = 0         # queries sent for the current pending state
-    unresolved_alerted: bool = False
+class Order(OrderRecord):
+    """An order owned by the OrderManager (mutable; clients must only read it).
+
+    The fields (core_ext.records.OrderRecord; every one assignable, no others):
+      cl_ord_id, symbol, inst_id, side (Side), tif (Tif), state (OrdStatus)
+      qty                 total order quantity, lots (after a replace: the new total)
+      price               ticks; None = market order
+      created_ns, updated_ns
+      tag                 free text from the strategy (not sent)
+      owner               who submitted it (a strategy context's owner id; "" = engine)
+      cum_qty             lots filled (a replacement starts with the replaced order's)
+      fill_notional       sum of qty * price of the fills, tick-lots
+      venue_order_id, reject_reason
+      orig_cl_ord_id      replacement: the order it replaces
+      replaced_by         replaced (or being replaced): the replacement's id
+      reserved            lots the risk kernel counts open for this order
+      kernel_open         the kernel counts this order among its open orders
+      restore_state       state to go back to when a cancel/replace is refused
+      cancel_id           id of the cancel request in flight
+      cancel_after_replace  cancel requested while a replace was in flight
+      pending_since_ns    when the order entered its current pending state
+      last_status_ns      when it was last queried
+      status_queries      queries sent for the current pending state
+      unresolved_alerted
+    Positional: the first ten; the rest by keyword, defaults 0 / "" / False / None."""
+    __slots__ = ()
 
     @property
     def leaves_qty(self) -> int:
@@ -289,8 +279,10 @@ class Order:
         return self.state in TERMINAL_STATES
 
     def snapshot(self) -> OrderSnapshot:
-        return OrderSnapshot(self.cl_ord_id, self.symbol, self.side, self.qty, self.price, self.tif,
-                             self.state, self.cum_qty, self.leaves_qty, self.avg_px,
+        state, qty, cum = self.state, self.qty, self.cum_qty
+        leaves = 0 if state in TERMINAL_STATES or qty <= cum else qty - cum
+        return OrderSnapshot(self.cl_ord_id, self.symbol, self.side, qty, self.price, self.tif,
+                             state, cum, leaves, self.fill_notional / cum if cum else None,
                              self.reject_reason, self.orig_cl_ord_id, self.replaced_by, self.tag,
                              self.updated_ns, self.owner)
 
@@ -321,20 +313,19 @@ class ExecutionClient(Protocol):
 
 # --------------------------------------------------------------------------- ids
 
-_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
 def format_cl_ord_id(cl_ord_id: int) -> str:
     """Wire form of a client order id: base 36, upper case, at most 13 characters
-    (fits a FIX ClOrdID and a 14-character OUCH order token)."""
-    if not 0 < cl_ord_id < 2**64:
-        raise ValueError(f"client order id {cl_ord_id} out of range (1..2**64-1)")
-    out = []
-    n = cl_ord_id
-    while n:
-        n, r = divmod(n, 36)
-        out.append(_B36[r])
-    return "".join(reversed(out))
+    (fits a FIX ClOrdID and a 14-character OUCH order token). Formatted in C: this
+    runs once per order on the tick-to-trade path."""
+    if type(cl_ord_id) is not int or not 0 < cl_ord_id < 18446744073709551616:
+        try:
+            value = operator.index(cl_ord_id)     # numpy integers too
+        except TypeError:
+            value = 0
+        if 0 < value < 2**64:
+            return format_cl_ord_id_fast(value)
+        raise ValueError(f"client order id {cl_ord_id!r} out of range (1..2**64-1)")
+    return format_cl_ord_id_fast(cl_ord_id)
 
 
 def parse_cl_ord_id(text: str) -> int:
@@ -370,11 +361,12 @@ class ClOrdIdGenerator:
         self.last = 0
 
     def next(self) -> int:
-        self._seq += 1
-        if self._seq >= 2**self.SEQ_BITS:
+        seq = self._seq + 1
+        if seq >= 4294967296:       # 2**SEQ_BITS
             raise OverflowError("client order id sequence exhausted for this session")
-        self.last = (self.prefix << self.SEQ_BITS) | self._seq
-        return self.last
+        self._seq = seq
+        self.last = last = (self.prefix << 32) | seq
+        return last
 
     def ensure_above(self, cl_ord_id: int) -> None:
         """Make every later id larger than `cl_ord_id` (an adopted or replayed order)."""
@@ -394,7 +386,7 @@ AlertHandler = Callable[[str, str], None]
 Journal = Callable[[str, dict], None]
 
 
-class OrderManager:
+class OrderManager(OrderPath):
     """Orders, their states, and the path from a strategy's request to the venue.
 
     Parameters: ``kernel`` (the account's RiskKernel, built by
@@ -505,38 +497,12 @@ class OrderManager:
         return len(gone)
 
     # ------------------------------------------------------------------ requests
-    def submit(self, symbol: str, side: Side | str | int, qty: int, price: int | None = None,
-               tif: Tif | str | int = "DAY", tag: str = "", *, owner: str = "",
-               ignore_blocks: bool = False) -> int:
-        """New order -> its client order id. Never raises for a business reason: a
-        blocked, unknown-instrument or risk-rejected order is returned in state
-        Rejected (``reject_reason`` says why). Raises TypeError/ValueError for a
-        malformed call (side, tif, non-int qty or price). ``ignore_blocks`` (the kill
-        switch's flatten only; not reachable from a strategy) skips the block flags,
-        never the risk kernel."""
-        side = Side.parse(side)
-        tif = Tif.parse(tif)
-        _need_int(qty, "qty")
-        if price is not None:
-            _need_int(price, "price")
-        now = self.clock()
-        cl = self.ids.next()
-        inst = self.instruments.get(symbol)
-        order = Order(cl, symbol, inst.inst_id if inst else -1, side, qty, price, tif,
-                      S.PENDING_NEW, now, now, tag=tag, owner=owner, pending_since_ns=now)
-        self._orders[cl] = order
-        self._live[cl] = order
-        self.stats["submitted"] += 1
-        self._write("submit", {"cl_ord_id": cl, "symbol": symbol, "side": int(side), "qty": qty,
-                               "price": price, "tif": int(tif), "tag": tag, "owner": owner,
-                               "ts_ns": now})
-        reason = self._pre_trade(order, qty, now, ignore_blocks)
-        if reason:
-            self._local_reject(order, reason)
-            return cl
-        self._emit_order(order)
-        self._send(order, lambda: self._client.send_new(order), "new")
-        return cl
+    # submit(symbol, side, qty, price=None, tif="DAY", tag="", *, owner="",
+    # ignore_blocks=False) -> client order id: compiled, in core_ext/orderpath.pyx
+    # (the tick-to-trade path of every strategy). Never raises for a business reason:
+    # a blocked, unknown-instrument or risk-rejected order comes back Rejected with
+    # its reject_reason; TypeError/ValueError for a malformed call. Its unusual
+    # branches call back here: _pre_trade, _local_reject, _emit_order, _send_failed.
 
     def cancel(self, cl_ord_id: int) -> bool:
         """Request a cancel. True if a cancel is (now or already) on its way, False if
@@ -1008,16 +974,13 @@ class OrderManager:
                  order.side.name, order.qty, order.price, order.reject_reason)
         self._emit_order(order)
 
-    def _send(self, order: Order, send: Callable[[], None], what: str) -> None:
-        try:
-            send()
-            self.stats["sent"] += 1
-        except Exception as exc:  # noqa: BLE001 - the client could not send: not at the venue
-            self._kernel_close(order)
-            order.reject_reason = f"{REASON_SEND_FAILED}: {exc!r}"
-            self._force_state(order, S.REJECTED)
-            self.reject_counts[REASON_SEND_FAILED] += 1
-            self._raise_alert("send_failed", f"{what} order {order.cl_ord_id} not sent: {exc!r}")
+    def _send_failed(self, order: Order, exc: BaseException, what: str) -> None:
+        """The client could not send `order`: it is not at the venue."""
+        self._kernel_close(order)
+        order.reject_reason = f"{REASON_SEND_FAILED}: {exc!r}"
+        self._force_state(order, S.REJECTED)
+        self.reject_counts[REASON_SEND_FAILED] += 1
+        self._raise_alert("send_failed", f"{what} order {order.cl_ord_id} not sent: {exc!r}")
 
     def _resolve(self, report: ExecutionReport) -> Order | None:
         order = self._orders.get(report.cl_ord_id)
@@ -1168,3 +1131,5 @@ def _report_dict(r: ExecutionReport) -> dict:
             "ord_status": r.ord_status.value if r.ord_status else None, "reason": r.reason,
             "ts_ns": r.ts_ns, "commission": r.commission, "liquidity": r.liquidity}
 
+
+orderpath.configure(Order, Side, Tif, S.PENDING_NEW, _need_int)

@@ -186,9 +186,12 @@ class Portfolio:
         pos.commissions += fee or 0.0
         self.fills.append(fill)
 
-    def on_quote(self, symbol: str, bid: int | None, ask: int | None) -> None:
-        pos = self._position(symbol)
+    def on_quote(self, symbol: str, bid: int | None, ask: int | None) -> int:
+        """Mark `symbol` at bid/ask; returns its position (lots), which the risk policy
+        reads next on every top-of-book change."""
+        pos = self._pos.get(symbol) or self._position(symbol)
         pos.bid, pos.ask = bid, ask
+        return pos.qty
 
     def on_trade(self, symbol: str, price: int) -> None:
         self._position(symbol).last = price

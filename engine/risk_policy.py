@@ -135,6 +135,7 @@ class RiskPolicy:
         self.clock = clock
         self._symbols = [i.symbol for i in config.instruments]
         self._inst = {i.symbol: i for i in config.instruments}
+        self._inst_ids = {i.symbol: i.inst_id for i in config.instruments}
         self._limits = {s: config.risk.instruments[s] for s in self._symbols}
         self._reduce_reasons: dict[str, set[str]] = {s: set() for s in self._symbols}
         self._var_reduce_only = False
@@ -158,13 +159,13 @@ class RiskPolicy:
     def on_quote(self, symbol: str, bid: int | None, ask: int | None, ts_ns: int) -> None:
         """A new top of book: mark the portfolio, set the kernel reference price (mid,
         only when both sides exist and are not crossed), run the continuous checks."""
-        self.portfolio.on_quote(symbol, bid, ask)
+        position = self.portfolio.on_quote(symbol, bid, ask)
         if bid is not None and ask is not None and 0 < bid <= ask:
-            self.kernel.set_reference_price(self._inst[symbol].inst_id, (bid + ask) // 2, ts_ns)
+            self.kernel.set_reference_price(self._inst_ids[symbol], (bid + ask) // 2, ts_ns)
         # A new mark moves equity, exposure and concentration only through a position in
         # this symbol: while it is flat the checks would see exactly what they saw last
         # time, so they are skipped (the hot path of a flat strategy quoting every tick).
-        if self.portfolio.position(symbol) != 0:
+        if position != 0:
             self.check(symbol)
 
     def on_trade(self, symbol: str, price: int, ts_ns: int) -> None:

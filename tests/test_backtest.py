@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import io
 import json
@@ -451,11 +452,28 @@ def test_replay_dispatch_and_timer():
 
 
 def test_record_maker_builds_equal_frozen_records():
-    m = RecordMaker(Quote, ("symbol", "bid", "bid_size", "ask", "ask_size", "ts_ns"))
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class FrozenQuote:
+        symbol: str
+        bid: int | None
+        bid_size: int
+        ask: int | None
+        ask_size: int
+        ts_ns: int
+    fields = ("symbol", "bid", "bid_size", "ask", "ask_size", "ts_ns")
+    m = RecordMaker(FrozenQuote, fields)
     assert m.fast
     q = m("BTC", 1, 2, None, 0, 5)
-    assert q == Quote("BTC", 1, 2, None, 0, 5) and hash(q) == hash(Quote("BTC", 1, 2, None, 0, 5))
+    assert q == FrozenQuote("BTC", 1, 2, None, 0, 5) and hash(q) == hash(FrozenQuote("BTC", 1, 2, None, 0, 5))
     with pytest.raises(AttributeError):               # FrozenInstanceError: still frozen
+        q.bid = 3
+
+    # the engine's Quote is a compiled record (core_ext.records): simply called
+    c = RecordMaker(Quote, fields)
+    assert not c.fast
+    q = c("BTC", 1, 2, None, 0, 5)
+    assert q == Quote("BTC", 1, 2, None, 0, 5) and hash(q) == hash(Quote("BTC", 1, 2, None, 0, 5))
+    with pytest.raises(AttributeError):
         q.bid = 3
 
     class Plain:                                   # not a slots dataclass: called normally
