@@ -513,73 +513,63 @@ def _measure_inprocess(quick: bool) -> tuple[Result, Result, Result]:
 
 
 # ----------------------------------------------------------------------------- loopback
+#
+# Two processes, as a co-located deployment has them: the venue simulator (the
+# measuring instrument) in a child process, the engine in this one; each pinned to a
+# core of its own when the machine has two. The child times every sample itself --
+# from the ITCH publisher's send to its exchange receiving the engine's NewOrderSingle
+# -- so both clock readings come from one process. The engine's event loop is the
+# variable (uvloop, or asyncio for the baseline); the venue always runs on uvloop.
 
-class LoopbackRig:
-    """Venue (FIX acceptor + exchange + ITCH publisher) and engine (feed handler ->
-    core -> FixExecution) on the running loop. `step()` -> ns from publish to the
-    venue's exchange receiving the engine's order."""
+ENGINE_COMP_ID = "T2T"
+INJECTOR = "INJ"
+QUIET_S = 0.002        # between samples: the engine handles the ack and the cancel, journals
 
-    ENGINE = "T2T"
-    INJECTOR = "INJ"
 
-    async def start(self, tmp: str) -> None:
-        from engine.journal import Journal
-        from engine.venue_execution import FixExecution
-        from gateway.itch_feed import ItchFeedHandler
+class VenueSide:
+    """The child process's venue: injects a top-of-book change, publishes it, waits for
+    the engine's order, then cancels that order (an unsolicited Canceled to the engine
+    releases its risk reservation) and lets the engine settle."""
+
+    async def start(self) -> None:
         from gateway.venue import Venue, VenueOptions
         self.loop = asyncio.get_running_loop()
-        self.venue = Venue(VenueOptions(fix_port=0, itch_request_port=0, target_comp_ids=(self.ENGINE,),
+        self.venue = Venue(VenueOptions(fix_port=0, itch_request_port=0, target_comp_ids=(ENGINE_COMP_ID,),
                                         symbols=(SYMBOL,), replay_events_per_tick=0, warmup_events=2_000,
                                         seed=11))
         await self.venue.start()
         self.xc = self.venue.exchange
-        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
-        self.books = {s: l2.L2Book(s) for s in self.config.instruments_by_symbol}
-        self.fix = FixExecution.connect("127.0.0.1", self.venue.fix_port, self.ENGINE, "VENUE",
-                                        self.config.instruments, heartbeat_interval=30, reset_seq_num=True)
-        self.journal = Journal(Path(tmp) / "journal")
-        self.core = build_core(self.config, self.books, self.fix, clock=time.time_ns, state_dir=tmp,
-                               journal=self.journal.append)
-        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
-                                    request_addr=("127.0.0.1", self.venue.itch_request_port),
-                                    session=self.venue.options.itch_session, on_result=self._on_feed,
-                                    create_books=False, subscribe=True)
-        for s in self.books:
-            self.feed.applier.set_price_divisor(s, PRICE4_PER_TICK)
-        await self.feed.start()
-        await self.fix.client.start(wait_logged_on=5.0)
-        deadline = time.monotonic() + 5.0
-        while not all(b.best_bid is not None and b.best_ask is not None for b in self.books.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("loopback: no market data from the venue within 5 s")
-            await asyncio.sleep(0.01)
         self.fut: asyncio.Future | None = None
         self.received = 0
+        self.last_engine_order = ""
         self._new_order = self.xc.new_order
-        self.xc.new_order = self._hooked_new_order      # the venue's order entry calls this
+        self.xc.new_order = self._hooked_new_order     # the venue's FIX order entry calls this
+        # the stopwatch stops when the venue's FIX connection receives the bytes of the
+        # engine's NewOrderSingle (wire to wire: the venue's parsing is not the engine's)
+        from gateway.fix_transport import FixConnection
+        self._data_received = FixConnection.data_received
+        side = self
+
+        def data_received(conn, data: bytes) -> None:
+            if side.wire_t1 == 0 and b"\x0135=D\x01" in data:
+                side.wire_t1 = time.perf_counter_ns()
+            side._data_received(conn, data)
+        FixConnection.data_received = data_received
+        self.wire_t1 = 0
         self.inj_live: str | None = None
         self.n = 0
-        self.gaps_at_start = self.feed.counters.gaps   # the subscription itself may open one
-        self.core.start()
+        from gateway.loops import busy_poll
+        self._poller = self.loop.create_task(busy_poll())   # the instrument never sleeps either
 
-    def _on_feed(self, result) -> None:
-        # engine.runtime.Runtime._on_feed without the simulated execution
-        core, now = self.core, time.time_ns()
-        for symbol in self.feed.instrument_symbols(result.top_changed):
-            core.on_book(symbol, l2.BOOK_TOP_CHANGED, now)
-        if len(result.trades):
-            for t in result.trades:
-                symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
-                core.on_trade(symbol, int(t["price"]), int(t["shares"]), int(t["side"]), now)
-
-    def _hooked_new_order(self, account, *args, **kwargs):
-        if account == self.ENGINE:
+    def _hooked_new_order(self, account, cl_ord_id, *args, **kwargs):
+        if account == ENGINE_COMP_ID:
             t1 = time.perf_counter_ns()
             self.received += 1
+            self.last_engine_order = cl_ord_id
             fut = self.fut
             if fut is not None and not fut.done():
                 fut.set_result(t1)
-        return self._new_order(account, *args, **kwargs)
+        return self._new_order(account, cl_ord_id, *args, **kwargs)
 
     def _inject(self) -> None:
         """Change the venue's top of book: an order joining the best bid, or its cancel."""
@@ -587,78 +577,164 @@ class LoopbackRig:
         if self.inj_live is None:
             bid = self.xc.book(SYMBOL).best_bid
             cl = f"I{self.n}"
-            if self._new_order(self.INJECTOR, cl, SYMBOL, 0, 100, bid) is None:
+            if self._new_order(INJECTOR, cl, SYMBOL, 0, 100, bid) is None:
                 raise RuntimeError("loopback: the venue refused the injected order")
             self.inj_live = cl
         else:
-            if not self.xc.cancel_order(self.INJECTOR, f"X{self.n}", orig_cl_ord_id=self.inj_live):
+            if not self.xc.cancel_order(INJECTOR, f"X{self.n}", orig_cl_ord_id=self.inj_live):
                 raise RuntimeError("loopback: the venue could not cancel the injected order")
             self.inj_live = None
 
     async def step(self) -> int:
         self._inject()
         self.fut = fut = self.loop.create_future()
+        self.wire_t1 = 0
         t0 = time.perf_counter_ns()
         sent = self.venue.publisher.flush()
         if sent != 1:
             raise RuntimeError(f"loopback: the injection published {sent} packets, expected 1")
-        t1 = await asyncio.wait_for(fut, 5.0)
+        t_exchange = await asyncio.wait_for(fut, 5.0)
         self.fut = None
-        await self._settle()
+        t1 = self.wire_t1
+        if not t0 < t1 <= t_exchange:
+            raise RuntimeError("loopback: the order reached the exchange without passing the FIX connection")
+        # outside the timed region: cancel the engine's order at the venue (the cancel's
+        # ClOrdID is a small number, never one of the engine's ids)
+        if not self.xc.cancel_order(ENGINE_COMP_ID, format_cl_ord_id(self.n),
+                                    orig_cl_ord_id=self.last_engine_order):
+            raise RuntimeError(f"loopback: the venue could not cancel the engine's order {self.last_engine_order}")
+        await asyncio.sleep(QUIET_S)
         return t1 - t0
 
-    async def _settle(self) -> None:
-        """Outside the timed region: cancel the engine's order at the venue and wait
-        until the order manager has it closed (the kernel released it)."""
-        om = self.core.om
-        deadline = time.monotonic() + 5.0
-        while om.open_orders():
-            for o in om.open_orders():
-                if o.state.value in ("New", "PendingNew"):
-                    om.cancel(o.cl_ord_id)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"loopback: orders still open after 5 s: {om.open_orders()}")
-            await asyncio.sleep(0)
-        om.forget_terminal(time.time_ns() + 1)
+    async def run(self, n: int, warmup: int) -> np.ndarray:
+        self.received = 0          # the engine may have sent orders while it synchronised its book
+        for _ in range(warmup):
+            await self.step()
+        out = np.empty(n, dtype=np.float64)
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(n):
+                out[i] = await self.step()
+        finally:
+            gc.enable()
+        if self.received != n + warmup:
+            raise RuntimeError(f"loopback: {self.received} orders reached the venue, expected {n + warmup}")
+        return out
 
     async def stop(self) -> None:
+        from gateway.fix_transport import FixConnection
+        self._poller.cancel()
+        FixConnection.data_received = self._data_received
         self.xc.new_order = self._new_order
-        self.core.stop("bench done")
-        await self.fix.client.stop()
-        await self.feed.stop()
         await self.venue.stop()
-        self.journal.close()
 
-    def check(self) -> None:
+
+def _pin_to(cpu: int | None) -> str:
+    """Pin the calling thread (and the threads it starts later) to `cpu`; a note."""
+    if cpu is None:
+        return "not pinned"
+    try:
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to cpu {cpu}"
+    except (AttributeError, OSError) as exc:
+        return f"not pinned ({exc})"
+
+
+def _venue_process(conn, cpu: int | None) -> None:
+    """Child process: the venue; answers ("run", n, warmup) with ("ok", samples, note)."""
+    from gateway.loops import run as run_on
+    note = _pin_to(cpu)
+
+    async def main() -> None:
+        side = VenueSide()
+        await side.start()
+        conn.send(("ready", side.venue.fix_port, side.venue.itch_request_port, side.venue.options.itch_session))
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                cmd = await loop.run_in_executor(None, conn.recv)
+                if cmd[0] != "run":
+                    break
+                try:
+                    samples = await side.run(cmd[1], cmd[2])
+                    conn.send(("ok", samples, f"venue {note}"))
+                except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
+                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            await side.stop()
+    run_on(main(), loop="uvloop")
+
+
+class EngineSide:
+    """This process's engine: ItchFeedHandler -> the core as engine.runtime wires it
+    (journal on, its writer woken after each event) -> FixExecution."""
+
+    async def start(self, tmp: str, fix_port: int, itch_port: int, itch_session: str) -> None:
+        from engine.journal import Journal
+        from engine.venue_execution import FixExecution
+        from gateway.itch_feed import ItchFeedHandler
+        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
+        self.books = {s: l2.L2Book(s) for s in self.config.instruments_by_symbol}
+        self.fix = FixExecution.connect("127.0.0.1", fix_port, ENGINE_COMP_ID, "VENUE",
+                                        self.config.instruments, heartbeat_interval=30, reset_seq_num=True)
+        self.journal = Journal(Path(tmp) / "journal")
+        self.journal.bind_loop(asyncio.get_running_loop())
+        self.core = build_core(self.config, self.books, self.fix, clock=time.time_ns, state_dir=tmp,
+                               journal=self.journal.append)
+        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
+                                    request_addr=("127.0.0.1", itch_port), session=itch_session,
+                                    on_result=self._on_feed, create_books=False, subscribe=True)
+        for s in self.books:
+            self.feed.applier.set_price_divisor(s, PRICE4_PER_TICK)
+        await self.feed.start()
+        await self.fix.client.start(wait_logged_on=5.0)
+        await _wait_for(lambda: all(b.best_bid is not None and b.best_ask is not None
+                                    for b in self.books.values()))
+        self.gaps_at_start = self.feed.counters.gaps   # the subscription itself may open one
+        self.core.start()
+
+    def _on_feed(self, result) -> None:
+        # engine.runtime.Runtime._on_feed without the simulated execution and the metrics
+        core, now = self.core, time.time_ns()
+        for symbol in self.feed.instrument_symbols(result.top_changed):
+            core.on_book(symbol, BOOK_TOP_CHANGED, now)
+        if len(result.trades):
+            for t in result.trades:
+                symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
+                core.on_trade(symbol, int(t["price"]), int(t["shares"]), int(t["side"]), now)
+
+    def check(self, n: int) -> None:
         gaps = self.feed.counters.gaps - self.gaps_at_start
         if gaps:
             raise RuntimeError(f"loopback: the feed had {gaps} gaps while sampling")
+        sent = self.core.om.stats["sent"]
+        if sent != n:
+            raise RuntimeError(f"loopback: the engine sent {sent} orders, expected {n}")
+
+    async def stop(self) -> None:
+        self.core.stop("bench done")
+        await self.fix.client.stop()
+        await self.feed.stop()
+        self.journal.close()
 
 
-class CythonLoopbackRig(LoopbackRig):
-    """The same venue; the engine side is the compiled path: the ItchFeedHandler (gap
-    detection, retransmission) hands each packet to TickToTrade.process, whose bytes
-    go out through the FIX session (commit_encoded: stored for resend, written).
-    Orders are released by canceling them at the venue; the Canceled report gives the
+class CythonEngineSide(EngineSide):
+    """The compiled engine path: the ItchFeedHandler (gap detection, retransmission)
+    hands each packet to TickToTrade.process, whose bytes go out through the FIX session
+    (commit_encoded: stored for resend, written). The venue's Canceled report gives the
     kernel its reservation back."""
 
-    async def start(self, tmp: str) -> None:
+    async def start(self, tmp: str, fix_port: int, itch_port: int, itch_session: str) -> None:
         from decimal import Decimal
 
         from engine.risk_policy import build_kernel
         from gateway.fix_client import ExecutionReportEvent, FixOrderClient
         from gateway.instruments import Instrument as WireInstrument
         from gateway.itch_feed import ItchFeedHandler
-        from gateway.venue import Venue, VenueOptions
         self._report_type = ExecutionReportEvent
-        self.loop = asyncio.get_running_loop()
-        self.venue = Venue(VenueOptions(fix_port=0, itch_request_port=0, target_comp_ids=(self.ENGINE,),
-                                        symbols=(SYMBOL,), replay_events_per_tick=0, warmup_events=2_000,
-                                        seed=11))
-        await self.venue.start()
-        self.xc = self.venue.exchange
         self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
-        self.client = FixOrderClient("127.0.0.1", self.venue.fix_port, self.ENGINE, "VENUE",
+        self.client = FixOrderClient("127.0.0.1", fix_port, ENGINE_COMP_ID, "VENUE",
                                      [WireInstrument(SYMBOL, Decimal(TICK))], on_event=self._on_event,
                                      heartbeat_interval=30, reset_seq_num=True)
         self.session = self.client.session
@@ -666,32 +742,21 @@ class CythonLoopbackRig(LoopbackRig):
         self.strategy = ct.QuoteAtTouch(qty=1, offset_ticks=LOOPBACK_OFFSET_TICKS)
         self.t2t = ct.TickToTrade(t2t_instruments(self.config), self.kernel, self.session.encoder,
                                   self.strategy, ((time.time_ns() // 1_000_000_000) << 32) | 1)
-        self.feed = ItchFeedHandler((), host="127.0.0.1", port=0,
-                                    request_addr=("127.0.0.1", self.venue.itch_request_port),
-                                    session=self.venue.options.itch_session, create_books=False,
-                                    subscribe=True)
+        self.feed = ItchFeedHandler((), host="127.0.0.1", port=0, request_addr=("127.0.0.1", itch_port),
+                                    session=itch_session, create_books=False, subscribe=True)
         self.feed._apply = self._apply          # raw packets -> the compiled path
+        self.open: dict[str, tuple[int, int, int]] = {}   # ClOrdID -> (inst_id, side, qty)
+        self.sent = 0
         await self.feed.start()
         await self.client.start(wait_logged_on=5.0)
-        deadline = time.monotonic() + 5.0
-        while True:
+
+        def has_top() -> bool:
             bid, _, ask, _ = self.t2t.top(0)
-            if bid != NO_PRICE and ask != NO_PRICE:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("loopback: no market data from the venue within 5 s")
-            await asyncio.sleep(0.01)
-        self.t2t.drain_orders()
-        for r in self.t2t.drain_orders().tolist():    # nothing yet, but keep the kernel exact
-            self.kernel.on_cancel(r[2], r[9], r[3])
-        self.fut = None
-        self.received = 0
-        self._new_order = self.xc.new_order
-        self.xc.new_order = self._hooked_new_order
-        self.inj_live = None
-        self.n = 0
-        self.open: dict[str, tuple[int, int, int]] = {}   # ClOrdID -> (inst_id, side, qty)
+            return bid != NO_PRICE and ask != NO_PRICE
+        await _wait_for(has_top)
+        self._drain()
         self.gaps_at_start = self.feed.counters.gaps
+        self.sent = 0
 
     def _apply(self, packet: bytes):
         t, s = self.t2t, self.session
@@ -701,70 +766,133 @@ class CythonLoopbackRig(LoopbackRig):
             s.commit_encoded(b"D", out)
         return t.last_result
 
+    def _drain(self) -> None:
+        for r in self.t2t.drain_orders().tolist():
+            if r[8] != ct.OUTCOME_SENT:
+                raise RuntimeError(f"loopback: the compiled path refused an order (outcome {r[8]})")
+            self.open[format_cl_ord_id(r[0])] = (r[2], r[9], r[3])
+            self.sent += 1
+
     def _on_event(self, event) -> None:
         if type(event) is self._report_type and event.exec_type in ("4", "8"):   # Canceled, Rejected
+            self._drain()
             key = event.orig_cl_ord_id if event.exec_type == "4" else event.cl_ord_id
             o = self.open.pop(key, None)
             if o is not None:
                 self.kernel.on_cancel(*o)
 
-    async def _settle(self) -> None:
-        for r in self.t2t.drain_orders().tolist():
-            if r[8] != ct.OUTCOME_SENT:
-                raise RuntimeError(f"loopback: the compiled path refused an order (outcome {r[8]})")
-            cl = format_cl_ord_id(r[0])
-            self.open[cl] = (r[2], r[9], r[3])
-            self.client.cancel(cl, symbol=SYMBOL, side=r[9])
-        deadline = time.monotonic() + 5.0
-        while self.open:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"loopback: orders still open after 5 s: {self.open}")
-            await asyncio.sleep(0)
+    def check(self, n: int) -> None:
+        self._drain()
+        gaps = self.feed.counters.gaps - self.gaps_at_start
+        if gaps:
+            raise RuntimeError(f"loopback: the feed had {gaps} gaps while sampling")
+        if self.sent != n:
+            raise RuntimeError(f"loopback: the engine sent {self.sent} orders, expected {n}")
 
     async def stop(self) -> None:
-        self.xc.new_order = self._new_order
         await self.client.stop()
         await self.feed.stop()
-        await self.venue.stop()
 
 
-def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False) -> np.ndarray:
+async def _wait_for(ready: Callable[[], bool], what: str = "market data from the venue",
+                    timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"loopback: no {what} within {timeout:.0f} s")
+        await asyncio.sleep(0.01)
+
+
+def _cpus() -> tuple[int | None, int | None]:
+    """(venue cpu, engine cpu): two distinct CPUs of this process's set, else (None, None)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None, None
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+
+
+def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False,
+                      notes: list[str] | None = None) -> np.ndarray:
+    """n samples (ns) of the loopback with the engine on `loop_name`."""
+    import multiprocessing
+
+    from gateway.loops import busy_poll
     from gateway.loops import run as run_on
-
-    async def main() -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="t2t-loop-") as tmp:
-            rig = CythonLoopbackRig() if compiled else LoopbackRig()
-            await rig.start(tmp)
-            out = np.empty(n, dtype=np.float64)
+    venue_cpu, engine_cpu = _cpus()
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=_venue_process, args=(child_conn, venue_cpu), daemon=True,
+                       name="t2t-venue")
+    proc.start()
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        if not conn.poll(60):
+            raise RuntimeError("loopback: the venue process did not start within 60 s")
+        ready = conn.recv()
+        if ready[0] != "ready":
+            raise RuntimeError(f"loopback: the venue process said {ready!r}")
+        _, fix_port, itch_port, itch_session = ready
+        engine_note = "not pinned"
+        if engine_cpu is not None:
+            from engine.tuning import TuningError, pin_cpu
             try:
-                for _ in range(warmup):
-                    await rig.step()
-                gc.collect()
-                gc_was = gc.isenabled()
-                gc.disable()
+                pin_cpu(engine_cpu)            # as `engine run --cpu N`
+                engine_note = f"pinned to cpu {engine_cpu}, its other threads to cpu {venue_cpu}"
+            except TuningError as exc:
+                engine_note, engine_cpu = f"not pinned ({exc})", None
+
+        async def main() -> tuple[np.ndarray, str]:
+            with tempfile.TemporaryDirectory(prefix="t2t-loop-") as tmp:
+                side = CythonEngineSide() if compiled else EngineSide()
+                await side.start(tmp, fix_port, itch_port, itch_session)
+                if engine_cpu is not None:
+                    # as `engine run --cpu` does after start-up: the journal writer (and any
+                    # other helper thread) off the event loop's CPU
+                    from engine.tuning import move_other_threads
+                    move_other_threads([venue_cpu])
+                # as `engine run --busy-poll`: the loop picks packets up without a wake-up
+                poller = asyncio.get_running_loop().create_task(busy_poll())
                 try:
-                    for i in range(n):
-                        out[i] = await rig.step()
-                finally:
-                    if gc_was:
+                    gc.collect()
+                    gc.disable()
+                    try:
+                        conn.send(("run", n, warmup))
+                        answer = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+                    finally:
                         gc.enable()
-                if rig.received != n + warmup:
-                    raise RuntimeError(f"loopback: {rig.received} orders reached the venue, "
-                                       f"expected {n + warmup}")
-                rig.check()
-            finally:
-                await rig.stop()
-            return out
-    return run_on(main(), loop=loop_name)
+                    if answer[0] != "ok":
+                        raise RuntimeError(f"loopback: venue process: {answer[1]}")
+                    side.check(n + warmup)
+                finally:
+                    poller.cancel()
+                    await side.stop()
+                return answer[1], answer[2]
+        samples, venue_note = run_on(main(), loop=loop_name)
+        if notes is not None:
+            notes.append(f"{venue_note}, engine {engine_note}")
+        return samples
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+        try:
+            conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
 
 
-def _measure_loopback(quick: bool) -> tuple[Result, Result, Result]:
+def _measure_loopback(quick: bool) -> tuple[Result, Result, Result, str]:
     n, warmup = (1_000, 200) if quick else (10_000, 1_000)
+    notes: list[str] = []
     base = percentiles("tick_to_trade_loopback[asyncio]", _loopback_samples("asyncio", n, warmup))
-    ours = percentiles("tick_to_trade_loopback", _loopback_samples("uvloop", n, warmup))
+    ours = percentiles("tick_to_trade_loopback", _loopback_samples("uvloop", n, warmup, notes=notes))
     compiled = percentiles("tick_to_trade_loopback_cython",
                            _loopback_samples("uvloop", n, warmup, compiled=True))
-    return ours, base, compiled
+    return ours, base, compiled, notes[0] if notes else ""
 
 
 # ----------------------------------------------------------------------------- entries
@@ -780,7 +908,7 @@ def _entry(ours: Result, base: Result, note: str) -> dict:
 
 def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
     cy, py, ref = _measure_inprocess(quick)
-    loop, loop_base, loop_c = _measure_loopback(quick)
+    loop, loop_base, loop_c, pinning = _measure_loopback(quick)
     pre = "memory prefaulted" if PREFAULTED and all(PREFAULTED) else "memory NOT prefaulted"
     entries = [
         _entry(py, ref, "ITCH bytes -> FIX bytes through the engine core (ItchBookApplier, TradingCore, "
@@ -788,8 +916,9 @@ def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
                         "Python references (itch_ref, book_ref, risk_ref, simplefix)"),
         _entry(cy, py, "core_ext.t2t.TickToTrade + QuoteAtTouch (all C calls); baseline: the engine's "
                        "Python path (tick_to_trade_inprocess)"),
-        _entry(loop, loop_base, "venue publish (UDP) -> feed handler -> core (journal on) -> FIX (TCP) -> "
-                                "venue exchange.new_order, one process, one loop; baseline: asyncio loop"),
+        _entry(loop, loop_base, "venue process publishes (UDP) -> engine process: feed handler -> core "
+                                "(journal on) -> FIX (TCP) -> venue exchange.new_order; timed in the venue "
+                                f"process; {pinning}; baseline: the engine on the asyncio loop"),
         _entry(loop_c, loop, "the loopback with the compiled engine path (feed handler -> "
                              "TickToTrade -> FIX session) on uvloop; baseline: tick_to_trade_loopback"),
     ]

@@ -88,7 +88,8 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(config_path=args.config, stage=args.stage, admin_port=args.admin_port,
                       duration_s=getattr(args, "duration", None), force=getattr(args, "force", False),
                       cpu=getattr(args, "cpu", None), gc_policy=getattr(args, "gc_policy", "freeze"),
-                      lock_memory=getattr(args, "lock_memory", False))
+                      lock_memory=getattr(args, "lock_memory", False),
+                      busy_poll=getattr(args, "busy_poll", False))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the collector's generations (default %(default)s)")
             p.add_argument("--lock-memory", action="store_true",
                            help="mlockall the process memory (no page faults on the hot path)")
+            p.add_argument("--busy-poll", action="store_true",
+                           help="keep the event loop polling instead of sleeping: a packet is picked up "
+                                "without a thread wake-up, at the cost of a whole CPU (use with --cpu)")
         p.set_defaults(func=func)
 
     bt = sub.add_parser("backtest", help="replay historical data through the strategy; metrics and a report",

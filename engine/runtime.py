@@ -62,6 +62,7 @@ class RunOptions:
     check_only: bool = False             # pre-flight: start the parts, trade nothing, record nothing
     gc_policy: str = "freeze"            # engine.tuning.apply_gc_policy: default | freeze | disabled
     lock_memory: bool = False            # mlockall: no page faults on the hot path (co-location)
+    busy_poll: bool = False              # the loop never sleeps in epoll (gateway.loops.busy_poll)
 
 
 def price4_per_tick(tick_size: Decimal) -> int:
@@ -104,6 +105,7 @@ class Runtime:
     preflight_report: list = field(default_factory=list)
     _timer_task: asyncio.Task | None = None
     gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
+    busy_poller: asyncio.Task | None = None   # gateway.loops.busy_poll with --busy-poll
     _stopped: bool = False                # stop() ran (it is idempotent)
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
@@ -151,6 +153,7 @@ class Runtime:
         if self.stage in REAL_STAGES and cfg.venue is None:
             raise EngineError(f"stage {self.stage} needs a [venue] section in the config")
         self.journal = Journal(self.storage / "journal")
+        self.journal.bind_loop(asyncio.get_running_loop())   # the writer wakes after each event
         self._start_records(cfg)
         # crash recovery, step 1: the journal's view, before anything connects
         self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
@@ -674,9 +677,15 @@ async def run(options: RunOptions) -> int:
         if options.gc_policy == "disabled":
             rt.gc_collector = tuning.PeriodicCollector(1.0)
         rt.core.start()
+        if options.busy_poll:
+            from gateway.loops import busy_poll
+            rt.busy_poller = loop.create_task(busy_poll(), name="busy-poll")
+            log.info("busy polling: the event loop no longer sleeps (a whole CPU)")
         print(f"engine: running stage {stage} with {config.strategy.spec}", flush=True)
         await rt.stop_event.wait()
     finally:
+        if rt.busy_poller is not None:
+            rt.busy_poller.cancel()
         await rt.stop("engine stopping")
     run_id = rt.record_evidence()
     status = rt.status()

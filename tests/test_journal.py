@@ -264,3 +264,48 @@ def test_removed_or_reordered_records_are_named(tmp_path):
     seg.write_bytes(b"".join([lines[1], lines[0], *lines[2:]]))  # first two swapped
     code, out = verify(tmp_path / "j")
     assert code == 1 and "record seq 1" in out
+
+
+# ----------------------------------------------------------------------------- bound to a loop
+
+from tests.conftest_loops import event_loop_kind, loop_runner  # noqa: E402,F401 (fixtures)
+
+
+def test_bound_journal_writes_after_the_loops_event_and_chains_the_same(tmp_path, loop_runner):
+    """bind_loop: an append on the loop's thread is written once the loop is done with
+    the current event (not by the writer thread mid-event); the records, their chain
+    and sync() are the same as unbound."""
+    async def main():
+        import asyncio
+        j = jn.Journal(tmp_path / "bound", fsync_interval_ms=1_000)
+        j.bind_loop(asyncio.get_running_loop())
+        seqs = [j.append("intent", payload(i)) for i in range(3)]
+        assert seqs == [1, 2, 3] and j.written_seq == 0      # still this event's
+        await asyncio.sleep(0)                                # the loop ran the kick
+        assert j.written_seq == 3 and j.durable_seq == 0      # written, fsync later
+        done = threading.Event()
+
+        def from_thread():                                    # off the loop: wakes the writer
+            j.append("intent", payload(3))
+            done.set()
+        threading.Thread(target=from_thread).start()
+        done.wait(5)
+        assert j.sync(timeout=5) and j.durable_seq == 4
+        last = j.last_hash
+        j.close()
+        return last
+    last = loop_runner(main)
+    code, text = verify(tmp_path / "bound")
+    assert code == 0 and "4 record(s)" in text and text.rstrip().endswith(last)
+    records = list(jn.JournalReader(tmp_path / "bound"))
+    assert [r.payload for r in records] == [payload(i) for i in range(4)]
+    for r in records:   # each line is what the dict payload encodes to (the chain is unchanged)
+        assert jn._encode(r.seq, r.ts_ns, r.kind, r.prev, r.payload)[1] == r.hash
+
+
+def test_payload_that_is_not_json_is_refused_at_append(tmp_path):
+    j = jn.Journal(tmp_path / "j")
+    with pytest.raises(jn.JournalError, match="not JSON-serialisable"):
+        j.append("intent", {"x": object()})
+    assert j.append("intent", payload(0)) == 1           # nothing was taken by the refusal
+    j.close()

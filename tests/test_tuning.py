@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -263,8 +264,8 @@ def test_systemd_unit():
 
 
 def test_engine_run_applies_cpu_pinning_and_gc_policy_end_to_end(tmp_path):
-    """`engine run --cpu 0 --gc freeze` against the venue simulator: the engine logs the
-    affinity and GC state it applied after start-up."""
+    """`engine run --cpu 0 --gc freeze --busy-poll` against the venue simulator: the
+    engine logs the affinity and GC state it applied after start-up, and busy polling."""
     import re
     import subprocess
     import sys
@@ -281,7 +282,8 @@ def test_engine_run_applies_cpu_pinning_and_gc_policy_end_to_end(tmp_path):
         feed_port = int(re.search(r"udp [\d.]+:(\d+)", banner[2]).group(1))
         config = write_config(tmp_path, fix_port, feed_port, "paper")
         proc = subprocess.run([sys.executable, "-m", "engine.cli", "-v", "run", "--config", str(config),
-                               "--admin-port", "0", "--duration", "2", "--force", "--cpu", "0", "--gc", "freeze"],
+                               "--admin-port", "0", "--duration", "2", "--force", "--cpu", "0", "--gc", "freeze",
+                               "--busy-poll"],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=90)
     finally:
         venue.terminate()
@@ -290,3 +292,37 @@ def test_engine_run_applies_cpu_pinning_and_gc_policy_end_to_end(tmp_path):
     gc_line = [ln for ln in proc.stderr.splitlines() if "engine.runtime: gc " in ln]
     assert gc_line, proc.stderr[-2000:]
     assert "freeze" in gc_line[0] and re.search(r"cpus?\W+\[?0\]?", gc_line[0]), gc_line[0]
+    assert "busy polling" in proc.stderr, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- busy polling
+
+from tests.conftest_loops import event_loop_kind, loop_runner  # noqa: E402,F401 (fixtures)
+
+
+def test_busy_poll_keeps_the_loop_thread_on_the_cpu_and_events_flowing(loop_runner):
+    """gateway.loops.busy_poll: while it runs, an idle loop burns its thread's CPU
+    (it never sleeps in epoll) and still runs what is scheduled; cancelled, it sleeps."""
+    import asyncio
+
+    from gateway.loops import busy_poll
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def idle_cpu(seconds: float) -> float:
+            t0 = time.thread_time()
+            await asyncio.sleep(seconds)
+            return time.thread_time() - t0
+        quiet = await idle_cpu(0.3)
+        poller = loop.create_task(busy_poll())
+        fired = loop.create_future()
+        loop.call_later(0.1, fired.set_result, True)
+        busy = await idle_cpu(0.3)
+        assert fired.done()
+        poller.cancel()
+        after = await idle_cpu(0.3)
+        return quiet, busy, after
+    quiet, busy, after = loop_runner(main)
+    assert quiet < 0.05 and after < 0.05
+    assert busy > 0.15
