@@ -160,6 +160,8 @@ class VenueConfig:
     feed_host: str = "127.0.0.1"     # the venue's ITCH 5.0 / MoldUDP64 feed
     feed_request_port: int = 9880    # its retransmission/subscription port (UDP)
     feed_session: str = "VENUE1"     # MoldUDP64 session name
+    feed_bind_host: str = "127.0.0.1"  # local address the feed socket binds (the market-data NIC)
+    feed_bind_port: int = 0            # 0: any free port (the subscription tells the venue)
     statement: str | None = None     # the venue's broker statement: its GET /statement URL or a file
 
 
@@ -608,9 +610,34 @@ def _venue(top: _Table) -> VenueConfig | None:
         feed_session=t.str_("feed_session", "VENUE1", pattern=re.compile(r"^[\x21-\x7e]{1,10}$"),
                             what="1..10 printable characters"),
         statement=t.str_("statement", None, what="the venue's statement URL or a file path"),
+        feed_bind_host=_ip_address(t, "feed_bind_host", None),
+        feed_bind_port=t.int_("feed_bind_port", 0, 0, 65535),
     )
     t.done()
+    if v.feed_bind_host is None:
+        # default: loopback for a venue on this machine, every interface for a remote one
+        local = v.feed_host in ("localhost",) or _is_loopback(v.feed_host)
+        v = replace(v, feed_bind_host="127.0.0.1" if local else "0.0.0.0")
     return v
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ip_address(t: _Table, key: str, default: str | None) -> str | None:
+    value = t.str_(key, default)
+    if value is None:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise t.err(key, f"{value!r} is not an IP address (the local address to bind, "
+                         f"e.g. the market-data NIC's)") from None
+    return value
 
 
 def _orders(top: _Table) -> OrdersConfig:

@@ -299,7 +299,8 @@ class Runtime:
         v = self.config.venue
         host, port, session = ((v.feed_host, v.feed_request_port, v.feed_session) if v is not None
                                else ("127.0.0.1", 9880, "VENUE1"))
-        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
+        bind = (v.feed_bind_host, v.feed_bind_port) if v is not None else ("127.0.0.1", 0)
+        self.feed = ItchFeedHandler(self.books.values(), host=bind[0], port=bind[1],
                                     request_addr=(host, port), session=session, on_result=self._on_feed,
                                     create_books=False, subscribe=True)
         for symbol, inst in self.config.instruments_by_symbol.items():

@@ -279,3 +279,33 @@ def test_venue_statement_source_is_a_config_key(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(text)
     assert load_config(path).venue.statement == "http://127.0.0.1:9881/statement"
+
+
+def _run_config(tmp_path, extra: str = "", feed_host: str | None = None):
+    from importlib import resources
+
+    from engine.config import load_config
+    text = (resources.files("engine") / "sample_run_config.toml").read_text()
+    if feed_host is not None:
+        text = text.replace('feed_host = "127.0.0.1"', f'feed_host = "{feed_host}"')
+    text = text.replace('feed_session = "VENUE1"', 'feed_session = "VENUE1"\n' + extra)
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_feed_bind_address_defaults_to_the_venues_side_and_is_configurable(tmp_path):
+    v = _run_config(tmp_path).venue
+    assert (v.feed_bind_host, v.feed_bind_port) == ("127.0.0.1", 0)          # a venue on this box
+    assert _run_config(tmp_path, feed_host="10.1.2.3").venue.feed_bind_host == "0.0.0.0"   # a remote one
+    v = _run_config(tmp_path, 'feed_bind_host = "10.9.9.9"\nfeed_bind_port = 26400', feed_host="10.1.2.3").venue
+    assert (v.feed_bind_host, v.feed_bind_port) == ("10.9.9.9", 26400)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('feed_bind_host = "eth0"', "venue.feed_bind_host: 'eth0' is not an IP address"),
+    ("feed_bind_port = 70000", "venue.feed_bind_port"),
+])
+def test_feed_bind_address_errors_name_the_key(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _run_config(tmp_path, extra)

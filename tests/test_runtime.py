@@ -256,3 +256,35 @@ def test_engine_run_with_the_admin_port_in_use_is_a_clear_error(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_feed_socket_binds_the_configured_local_address(tmp_path):
+    """[venue] feed_bind_host / feed_bind_port: the feed's UDP socket is bound there, and
+    the venue's packets reach it (the subscription names it)."""
+    import socket as so
+    probe = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+
+    async def main():
+        venue = await start_venue()
+        path = write_config(tmp_path, venue.fix_port, venue.itch_request_port, "paper")
+        text = path.read_text().replace('feed_session = "VENUE1"',
+                                        f'feed_session = "VENUE1"\nfeed_bind_host = "127.0.0.1"\n'
+                                        f'feed_bind_port = {port}')
+        path.write_text(text)
+        config = load_config(path, stage="paper")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="paper", admin_port=0,
+                                                      check_only=True))
+        try:
+            await rt.start()
+            got_data = await rt.wait_for_market_data()
+            return got_data, rt.feed._transport.get_extra_info("sockname")
+        finally:
+            await rt.stop()
+            await venue.stop()
+    os.environ["ENGINE_ADMIN_TOKEN"] = TOKEN
+    got_data, sockname = asyncio.run(main())
+    assert sockname == ("127.0.0.1", port)
+    assert got_data
