@@ -192,9 +192,11 @@ cdef class QuoteAtTouch(CStrategy):
 @cython.final
 cdef class TickToTrade:
     """TickToTrade(instruments, kernel, encoder, strategy, next_cl_ord_id, next_seq_num=1,
-    set_reference=True, log_capacity=65536, strict=False)
+    set_reference=True, log_capacity=65536, strict=False, applier=None)
 
-    See the module docstring."""
+    See the module docstring. ``applier``: an existing ItchBookApplier (a feed
+    handler's) whose books are used -- its instrument i must be instruments[i]; by
+    default a new one with new books."""
 
     def __cinit__(self):
         self._inst_id = NULL
@@ -206,7 +208,7 @@ cdef class TickToTrade:
     def __init__(self, instruments, RiskKernel kernel not None, FixEncoder encoder not None,
                  CStrategy strategy not None, uint64_t next_cl_ord_id, int64_t next_seq_num=1,
                  bint set_reference=True, Py_ssize_t log_capacity=T2T_DEFAULT_LOG_CAPACITY,
-                 bint strict=False):
+                 bint strict=False, ItchBookApplier applier=None):
         cdef Py_ssize_t i, n
         cdef L2Book book
         if self._inst_id != NULL:
@@ -255,6 +257,11 @@ cdef class TickToTrade:
             if p4 < 1:
                 raise ValueError(f"instruments[{i}]: price4_per_tick {p4!r} must be >= 1")
             book = L2Book(symbol)
+            if applier is not None:
+                book = applier.book(symbol) if symbol in applier.symbols else None
+                if book is None or applier.index_of(symbol) != i:
+                    raise ValueError(f"instruments[{i}]: symbol {symbol!r} is not instrument {i} of "
+                                     f"the given applier (its symbols: {applier.symbols})")
             self._books.append(book)
             self._symbols.append(symbol)
             self._symbols_b.append(symbol.encode("ascii"))
@@ -262,9 +269,14 @@ cdef class TickToTrade:
             self._price_mult[i] = mult
             self._decimals[i] = decimals
         self._n = n
-        self.applier = ItchBookApplier(self._books, strict=strict, create_books=False)
-        for i in range(n):
-            self.applier.set_price_divisor(self._symbols[i], rows[i][2])
+        if applier is None:
+            self.applier = ItchBookApplier(self._books, strict=strict, create_books=False)
+            for i in range(n):
+                self.applier.set_price_divisor(self._symbols[i], rows[i][2])
+        else:
+            # a feed handler's applier (its books, divisors and order table): the runtime
+            # hosting a compiled strategy shares it (see use_applier)
+            self.applier = applier
         self.kernel = kernel
         self.encoder = encoder
         self.strategy = strategy
@@ -286,6 +298,16 @@ cdef class TickToTrade:
         free(self._price_mult)
         free(self._decimals)
         free(self._stale)
+
+    def use_applier(self, ItchBookApplier applier not None):
+        """Continue with another applier holding the same books in the same order (a
+        feed handler makes a new one when it rebuilds its books from sequence 1)."""
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            if applier.index_of(self._symbols[i]) != i or applier.book(self._symbols[i]) is not self._books[i]:
+                raise ValueError(f"use_applier: instrument {i} ({self._symbols[i]!r}) is not the same "
+                                 f"book at the same index in the new applier")
+        self.applier = applier
 
     # -- reading ----------------------------------------------------------------
 

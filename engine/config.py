@@ -142,8 +142,19 @@ class StrategyConfig:
     cls: type = field(repr=False, compare=False)
     params: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def compiled(self) -> bool:
+        """A Cython strategy (a core_ext.t2t.CStrategy subclass): the runtime runs it on
+        the compiled tick-to-trade path (engine.compiled_path)."""
+        from core_ext.t2t import CStrategy
+        return issubclass(self.cls, CStrategy)
+
     def create(self):
-        """A new strategy instance with the configured parameters."""
+        """A new strategy instance with the configured parameters (a compiled strategy
+        comes wrapped in an engine.strategy.CompiledStrategy)."""
+        if self.compiled:
+            from engine.strategy import CompiledStrategy
+            return CompiledStrategy(self.cls, _thaw(self.params))
         return self.cls(_thaw(self.params))
 
 
@@ -506,9 +517,11 @@ def import_strategy(spec: str) -> type:
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise ValueError(f"cannot import {spec!r}: module {module_name} has no {cls_name}")
+    from core_ext.t2t import CStrategy
     from engine.strategy import Strategy
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ValueError(f"{spec!r} is not a subclass of engine.strategy.Strategy")
+    if not (isinstance(cls, type) and issubclass(cls, (Strategy, CStrategy))):
+        raise ValueError(f"{spec!r} is not a subclass of engine.strategy.Strategy (Python) or of "
+                         f"core_ext.t2t.CStrategy (Cython)")
     return cls
 
 
@@ -585,6 +598,15 @@ def _strategy(top: _Table, instruments: dict[str, Instrument]) -> StrategyConfig
     params = t.table("params")
     raw_params = dict(params.d) if params is not None else {}
     t.done()
+    from core_ext.t2t import CStrategy
+    if issubclass(cls, CStrategy):
+        # a compiled strategy takes its parameters as keyword arguments (integers: lots,
+        # ticks); building one is the check
+        try:
+            cls(**raw_params)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"{t.file}: strategy.params: {spec}: {exc}") from None
+        return StrategyConfig(spec, cls, _freeze(raw_params))
     try:
         cls.validate_params(raw_params, instruments)
     except ValueError as exc:

@@ -360,9 +360,13 @@ class ClOrdIdGenerator:
         self._seq = 0
         self.last = 0
 
+    #: the largest sequence handed out; the runtime lowers it to 2**31 - 1 when a compiled
+    #: strategy numbers its orders from 2**31 in the same session (engine.compiled_path)
+    max_seq = 2**32 - 1
+
     def next(self) -> int:
         seq = self._seq + 1
-        if seq >= 4294967296:       # 2**SEQ_BITS
+        if seq > self.max_seq:
             raise OverflowError("client order id sequence exhausted for this session")
         self._seq = seq
         self.last = last = (self.prefix << 32) | seq
@@ -503,6 +507,38 @@ class OrderManager(OrderPath):
     # a blocked, unknown-instrument or risk-rejected order comes back Rejected with
     # its reject_reason; TypeError/ValueError for a malformed call. Its unusual
     # branches call back here: _pre_trade, _local_reject, _emit_order, _send_failed.
+
+    def record_sent(self, cl_ord_id: int, symbol: str, side: int, qty: int, price: int | None, tif: int,
+                    ts_ns: int, *, refused: str = "", owner: str = "") -> Order:
+        """An order the compiled path (core_ext.t2t.TickToTrade) has already checked with
+        the risk kernel and sent (``refused``: '' ) or refused (the reason): registered
+        after the fact, as submit would have left it -- PendingNew with its quantity
+        reserved in the kernel (the C check reserved it), or Rejected -- and journaled.
+        The venue's reports then apply to it like to any order."""
+        side, tif = Side(side), Tif(tif)
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            raise ValueError(f"record_sent: unknown symbol {symbol!r}")
+        if cl_ord_id in self._orders:
+            raise ValueError(f"record_sent: order {cl_ord_id} already known")
+        order = Order(cl_ord_id, symbol, inst.inst_id, side, qty, price, tif, S.PENDING_NEW, ts_ns, ts_ns,
+                      "", owner)
+        order.pending_since_ns = ts_ns
+        self._orders[cl_ord_id] = order
+        self._live[cl_ord_id] = order
+        self.stats["submitted"] += 1
+        self._write("submit", {"cl_ord_id": cl_ord_id, "symbol": symbol, "side": int(side), "qty": qty,
+                               "price": price, "tif": int(tif), "tag": "", "owner": owner, "ts_ns": ts_ns,
+                               "compiled": True})
+        if refused:
+            self._local_reject(order, refused)
+            return order
+        order.reserved = qty
+        order.kernel_open = True
+        self.stats["sent"] += 1
+        if self._order_listeners:
+            self._emit_order(order)
+        return order
 
     def cancel(self, cl_ord_id: int) -> bool:
         """Request a cancel. True if a cancel is (now or already) on its way, False if

@@ -106,6 +106,7 @@ class Runtime:
     _timer_task: asyncio.Task | None = None
     gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
     busy_poller: asyncio.Task | None = None   # gateway.loops.busy_poll with --busy-poll
+    compiled: object | None = None        # engine.compiled_path.CompiledPath (a Cython strategy)
     _stopped: bool = False                # stop() ran (it is idempotent)
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
@@ -152,6 +153,11 @@ class Runtime:
                               f"{self.gate.current_stage()}); promote first, or pass --force (recorded)")
         if self.stage in REAL_STAGES and cfg.venue is None:
             raise EngineError(f"stage {self.stage} needs a [venue] section in the config")
+        if cfg.strategy.compiled and (self.stage not in REAL_STAGES or cfg.venue.protocol != "fix"):
+            raise EngineError(f"compiled strategy {cfg.strategy.spec} writes FIX: it runs in the stages "
+                              f"small and live with [venue] protocol = \"fix\" (engine.compiled_path), "
+                              f"not in stage {self.stage}"
+                              + ("" if self.stage not in REAL_STAGES else f" over {cfg.venue.protocol}"))
         self.journal = Journal(self.storage / "journal")
         self.journal.bind_loop(asyncio.get_running_loop())   # the writer wakes after each event
         self._start_records(cfg)
@@ -186,6 +192,9 @@ class Runtime:
                 raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our OUCH login "
                                   f"within 5 s ({self.ouch.client.rejected or 'no answer'})") from None
         await self.recovery.reconcile(self)    # step 3: raises (trading blocked) if the venue disagrees
+        if cfg.strategy.compiled:
+            from engine.compiled_path import CompiledPath
+            self.compiled = CompiledPath(self)  # feed packets -> core_ext.t2t -> the FIX session
         await self._start_admin()
         self._timer_task = asyncio.get_running_loop().create_task(self._timers())
         self.started_ns = self._clock()

@@ -266,6 +266,18 @@ def overrides(strategy: object, name: str) -> bool:
     return impl is not None and impl is not getattr(Strategy, name)
 
 
+class CompiledStrategy(Strategy):
+    """How the engine holds a strategy written in Cython (a core_ext.t2t.CStrategy
+    subclass, docs/CYTHON_STRATEGY.md): ``cstrategy`` is the compiled instance, built
+    from the configured parameters as keyword arguments. It has no Python callbacks:
+    the runtime runs ``cstrategy`` inside core_ext.t2t.TickToTrade on every feed packet
+    (engine.compiled_path), and registers the orders it sent with the order manager."""
+
+    def __init__(self, cstrategy_cls: type, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.cstrategy = cstrategy_cls(**self.params)
+
+
 class StrategyHost:
     """Runs one strategy: dispatches events to its callbacks and contains its errors.
 

@@ -64,6 +64,11 @@ class FixExecution:
         self.client.new_order(order.symbol, int(order.side), order.qty, order.price, int(order.tif),
                               cl_ord_id=format_cl_ord_id(order.cl_ord_id))
 
+    def record_sent(self, order: Order) -> None:
+        """`order` went out through this session without send_new (the compiled path)."""
+        self.client.record_sent(format_cl_ord_id(order.cl_ord_id), order.symbol, int(order.side), order.qty,
+                                order.price, int(order.tif))
+
     def send_cancel(self, order: Order, cancel_id: int) -> None:
         # symbol and side let the client cancel an order it did not send (adopted after a restart)
         self.client.cancel(format_cl_ord_id(order.cl_ord_id), cl_ord_id=format_cl_ord_id(cancel_id),

@@ -227,6 +227,13 @@ class FixOrderClient:
         self._sent[cl] = _Sent(symbol, side, qty, price, ord_type, tif)
         return cl
 
+    def record_sent(self, cl_ord_id: str, symbol: str, side: int, qty: int, price: int | None,
+                    tif: int = TIF_DAY) -> None:
+        """A NewOrderSingle this session sent that was encoded elsewhere (the compiled
+        tick-to-trade path): remembered like new_order's, for its cancel and replace."""
+        self._sent[cl_ord_id] = _Sent(symbol, side, qty, price,
+                                      ORDTYPE_MARKET if price is None else ORDTYPE_LIMIT, tif)
+
     def _original(self, orig_cl_ord_id: str, symbol: str | None = None, side: int | None = None,
                   qty: int | None = None) -> _Sent:
         sent = self._sent.get(orig_cl_ord_id)

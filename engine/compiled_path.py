@@ -1,0 +1,148 @@
+"""A compiled (Cython) strategy in `engine run`: the tick-to-trade path in C.
+
+With ``[strategy] strategy = "package.module:Class"`` naming a ``core_ext.t2t.CStrategy``
+subclass (docs/CYTHON_STRATEGY.md), the runtime hands every feed packet to
+``core_ext.t2t.TickToTrade`` instead of the Python path: the feed handler's own applier
+updates the books, and for each top-of-book change the risk kernel's reference price
+is set, the strategy's ``cdef on_top`` runs, each order request is checked by
+``RiskKernel.check_order`` and encoded -- all C calls -- and the FIX bytes go straight
+into the venue session (stored for resend, written). Everything else is the engine as
+usual: the venue's reports reach the order manager through the FIX client, the risk
+policy and the portfolio see every top change (``TradingCore.on_book``), the kill
+switch trips the kernel (which then refuses every order in C) and cancels through the
+order manager, and monitoring, logs and the store see every order.
+
+What differs from a Python strategy, by design:
+
+* **Journal after the send.** The order manager learns of each order right after its
+  bytes were written, in the same loop step (``OrderManager.record_sent``), and
+  journals it then -- not before, as for a Python strategy, and never fsynced first
+  (that would cost a disk flush per order, hundreds of microseconds). A crash between
+  the write and the journal can leave an order at the venue that the journal does not
+  know: the restart's reconciliation with the venue (order status, statement) finds
+  it and blocks trading until it is resolved.
+* **FIX venues, real stages.** The strategy writes FIX bytes: it runs in ``small`` and
+  ``live`` with ``[venue] protocol = "fix"``; other stages refuse to start it.
+* **Client order ids** of the compiled path are numbered from 2**31 within the
+  session's prefix; the order manager's own (cancels, the kill switch's drills) stay
+  below it.
+* **Gating.** While the order manager is blocked (a reconciliation mismatch, an
+  unknown fill), the strategy is stopped, or the session is not logged on, packets
+  only update the books: the strategy is not called.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from core_ext import risk as rk
+from core_ext import t2t as ct
+from engine.errors import EngineError
+from engine.strategy import CompiledStrategy
+from gateway.instruments import tick_parts
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+log = logging.getLogger("engine.compiled")
+
+#: the compiled path's client order ids start here within the session prefix
+FIRST_SEQ = 1 << 31
+_MSG_START = b"\x018=FIX"
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """Concatenated FIX messages -> the messages (tag 8 only ever opens a message)."""
+    parts = []
+    start = 0
+    while True:
+        nxt = data.find(_MSG_START, start)
+        if nxt < 0:
+            parts.append(data[start:])
+            return parts
+        parts.append(data[start:nxt + 1])
+        start = nxt + 1
+
+
+class CompiledPath:
+    """Wires a CompiledStrategy into a started Runtime (its feed and FIX session)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        strategy = rt.core.host.strategy
+        if not isinstance(strategy, CompiledStrategy):
+            raise EngineError("the compiled path needs a compiled strategy")
+        venue = rt.config.venue
+        if rt.fix is None or venue is None or venue.protocol != "fix":
+            raise EngineError(f"compiled strategy {rt.config.strategy.spec} writes FIX: it runs in the stages "
+                              f"small and live with [venue] protocol = \"fix\" (stage {rt.stage} has "
+                              f"{'no venue session' if rt.fix is None else venue.protocol})")
+        self.rt = rt
+        self.core = rt.core
+        self.om = rt.core.om
+        self.feed = rt.feed
+        self.fix = rt.fix
+        self.session = rt.fix.client.session
+        self.symbols = list(self.feed.applier.symbols)
+        instruments = rt.config.instruments_by_symbol
+        rows = []
+        for symbol in self.symbols:
+            inst = instruments[symbol]
+            mult, decimals = tick_parts(inst.tick_size)
+            from engine.runtime import price4_per_tick
+            rows.append((symbol, inst.inst_id, price4_per_tick(inst.tick_size), decimals, mult))
+        ids = self.om.ids
+        ids.max_seq = FIRST_SEQ - 1            # the order manager's own ids stay below ours
+        self.t2t = ct.TickToTrade(rows, self.core.kernel, self.session.encoder, strategy.cstrategy,
+                                  (ids.prefix << 32) | FIRST_SEQ, applier=self.feed.applier)
+        self.owner = rt.core.host.ctx.owner
+        self.errors = 0
+        self.feed._apply = self.apply          # the feed handler's gap logic stays in front
+
+    def apply(self, packet):
+        """One feed packet (the feed handler's apply hook) -> its ItchApplyResult."""
+        t0 = time.perf_counter_ns()
+        t, feed = self.t2t, self.feed
+        if t.applier is not feed.applier:     # the feed rebuilt its books from sequence 1
+            t.use_applier(feed.applier)
+        session = self.session
+        if self.om.blocked or not self.core.host.running or not session.logged_on:
+            return feed.applier.apply_packet(packet)           # books only: nothing may trade
+        t.next_seq_num = session.next_sender_seq
+        try:
+            out = t.process(packet)
+        except Exception as exc:  # noqa: BLE001 - a strategy bug stops the strategy, not the engine
+            self.errors += 1
+            log.error("compiled strategy failed; stopping it", exc_info=exc)
+            self.core.host._failed("on_top", exc)
+            out = None
+            if t.last_result is None:
+                raise
+        if out is not None:
+            for msg in split_messages(out):
+                session.commit_encoded(b"D", msg)
+            if self.rt._tick_rec is not None:       # tick-to-order: packet in -> bytes written
+                self.rt._tick_rec.record_since(t0)
+        if t.pending_orders:
+            self.register()
+        return t.last_result
+
+    def register(self) -> int:
+        """The order log -> the order manager (and the FIX client's memory of what it
+        sent), after the bytes left. Returns how many orders."""
+        rows = self.t2t.drain_orders().tolist()
+        om, symbols = self.om, self.symbols
+        for cl, ts_ns, _inst_id, qty, price, _seq, _pseq, idx, outcome, side, tif in rows:
+            if side not in (0, 1) or tif > 3:      # refused by the kernel in C: nothing to track
+                log.error("compiled strategy asked for an order with side %s tif %s (refused, outcome %s)",
+                          side, tif, outcome)
+                continue
+            refused = ""
+            if outcome != ct.OUTCOME_SENT:
+                refused = ("ENCODE_FAILED" if outcome == ct.OUTCOME_ENCODE_FAILED
+                           else rk.REJECT_REASONS.get(outcome, f"RISK_{outcome}"))
+            order = om.record_sent(cl, symbols[idx], side, qty, None if price == rk.NO_PRICE else price, tif,
+                                   ts_ns, refused=refused, owner=self.owner)
+            if not refused:
+                self.fix.record_sent(order)
+        return len(rows)

@@ -1,0 +1,128 @@
+"""A Cython strategy in `engine run` (engine.compiled_path): configured by its class,
+run on core_ext.t2t against the venue simulator over loopback, its orders known to the
+order manager, the journal, the venue -- and stopped by the kill switch."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core_ext import t2t as ct
+from engine.compiled_path import FIRST_SEQ, split_messages
+from engine.config import load_config
+from engine.errors import ConfigError, EngineError
+from engine.journal import JournalReader
+from engine.orders import OrdStatus
+from engine.runtime import RunOptions, Runtime
+from engine.strategy import CompiledStrategy
+from tests.test_runtime import TOKEN, start_venue, write_config
+from tests.test_stages_e2e import engine_orders_at
+
+COMPILED = '''[strategy]
+strategy = "core_ext.t2t:QuoteAtTouch"
+
+[strategy.params]
+qty = 1
+offset_ticks = 30
+both_sides = true
+'''
+
+
+@pytest.fixture(autouse=True)
+def admin_token(monkeypatch):
+    monkeypatch.setenv("ENGINE_ADMIN_TOKEN", TOKEN)
+
+
+def compiled_config(tmp_path, fix_port: int, feed_port: int, stage: str, params: str | None = None):
+    path = write_config(tmp_path, fix_port, feed_port, stage)
+    text = path.read_text()
+    start = text.index("[strategy]")
+    end = text.index("[venue]")
+    block = COMPILED if params is None else COMPILED.split("[strategy.params]")[0] + "[strategy.params]\n" + params
+    path.write_text(text[:start] + block + "\n" + text[end:])
+    return path
+
+
+def test_a_cython_strategy_is_configured_by_its_class(tmp_path):
+    cfg = load_config(compiled_config(tmp_path, 9878, 9880, "small"))
+    assert cfg.strategy.compiled
+    s = cfg.strategy.create()
+    assert isinstance(s, CompiledStrategy) and isinstance(s.cstrategy, ct.QuoteAtTouch)
+    assert s.cstrategy.qty == 1 and s.cstrategy.offset_ticks == 30
+
+
+@pytest.mark.parametrize("params, message", [
+    ("qty = 0\n", "qty"),
+    ("qty = 1\nspeed = 3\n", "speed"),
+])
+def test_bad_cython_strategy_params_are_a_config_error(tmp_path, params, message):
+    with pytest.raises(ConfigError, match=rf"strategy\.params: core_ext\.t2t:QuoteAtTouch: .*{message}"):
+        load_config(compiled_config(tmp_path, 9878, 9880, "small", params))
+
+
+def test_a_cython_strategy_refuses_the_stages_without_a_fix_session(tmp_path):
+    async def main():
+        path = compiled_config(tmp_path, 1, 9, "paper")
+        config = load_config(path, stage="paper")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="paper", admin_port=0,
+                                                      check_only=True))
+        with pytest.raises(EngineError, match="writes FIX: it runs in the stages small and live"):
+            await rt.start()
+    asyncio.run(main())
+
+
+def test_split_messages():
+    a = b"8=FIX.4.4\x019=5\x0135=D\x0110=001\x01"
+    b = b"8=FIX.4.4\x019=5\x0135=D\x0158=8=FIX\x0110=002\x01"
+    assert split_messages(a) == [a]
+    assert split_messages(a + b + a) == [a, b, a]
+
+
+def test_engine_runs_a_cython_strategy_against_the_venue(tmp_path):
+    """Small stage against the venue simulator: the compiled strategy's orders reach the
+    venue, the order manager tracks them (acks applied, kernel reservations exact), the
+    journal has them, and the kill switch stops the strategy and cancels them all."""
+    async def main():
+        venue = await start_venue()
+        path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
+        config = load_config(path, stage="small")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                      force=True))
+        try:
+            await rt.start()
+            assert await rt.wait_for_market_data()
+            om = rt.core.om
+            received_before = venue.exchange.orders_received
+            rt.core.start()
+            deadline = asyncio.get_running_loop().time() + 10
+            while len([o for o in om.open_orders() if o.state == OrdStatus.NEW]) < 3:
+                assert asyncio.get_running_loop().time() < deadline, "no acknowledged compiled orders"
+                await asyncio.sleep(0.05)
+            sent = om.stats["sent"]
+            at_venue = venue.exchange.orders_received - received_before
+            ours = [o for o in om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
+            # the kernel's open quantity is exactly what the order manager holds reserved
+            reserved = {(i.inst_id, side): 0 for i in config.instruments for side in (0, 1)}
+            for o in om.open_orders():
+                reserved[(o.inst_id, int(o.side))] += o.reserved
+            kernel = {key: rt.core.kernel.open_qty(*key) for key in reserved}
+            rt.core.killswitch.trip("test: kill switch")
+            await asyncio.sleep(1.0)
+            after_kill = venue.exchange.orders_received
+            await asyncio.sleep(0.5)
+            return (sent, at_venue, ours, reserved, kernel, engine_orders_at(venue),
+                    after_kill, venue.exchange.orders_received, rt.compiled.t2t.orders_sent, om)
+        finally:
+            await rt.stop()
+            await venue.stop()
+    (sent, at_venue, ours, reserved, kernel, resting, after_kill, later, t2t_sent,
+     om) = asyncio.run(main())
+    assert sent >= 3 and at_venue >= t2t_sent >= 3
+    assert reserved == kernel and sum(kernel.values()) >= 3
+    assert ours and all(o.owner == "strategy" for o in ours)
+    assert resting == [], "the kill switch left compiled orders at the venue"
+    assert later == after_kill, "the compiled strategy kept sending after the kill switch"
+    records = [r for r in JournalReader(tmp_path / "store" / "journal") if r.kind == "submit"]
+    journaled = {r.payload["cl_ord_id"] for r in records if r.payload.get("compiled")}
+    assert {o.cl_ord_id for o in ours} <= journaled
+    assert all(o.state in (OrdStatus.CANCELED, OrdStatus.REJECTED, OrdStatus.FILLED) for o in ours)
