@@ -107,6 +107,7 @@ class Runtime:
     gc_collector: object | None = None   # tuning.PeriodicCollector with gc_policy "disabled"
     busy_poller: asyncio.Task | None = None   # gateway.loops.busy_poll with --busy-poll
     compiled: object | None = None        # engine.compiled_path.CompiledPath (a Cython strategy)
+    _sync_before_send: bool = False       # [storage] journal_sync = "before_send" in a real stage
     _stopped: bool = False                # stop() ran (it is idempotent)
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
@@ -158,8 +159,9 @@ class Runtime:
                               f"small and live with [venue] protocol = \"fix\" (engine.compiled_path), "
                               f"not in stage {self.stage}"
                               + ("" if self.stage not in REAL_STAGES else f" over {cfg.venue.protocol}"))
-        self.journal = Journal(self.storage / "journal")
+        self.journal = Journal(self.storage / "journal", fsync_interval_ms=cfg.storage.journal_fsync_ms)
         self.journal.bind_loop(asyncio.get_running_loop())   # the writer wakes after each event
+        self._sync_before_send = self.stage in REAL_STAGES and cfg.storage.journal_sync == "before_send"
         self._start_records(cfg)
         # crash recovery, step 1: the journal's view, before anything connects
         self.recovery = recovery_mod.Recovery.from_journal(self.journal.directory, cfg,
@@ -257,7 +259,7 @@ class Runtime:
         # with real execution it is also on disk first, so the venue never holds an order
         # the journal does not know, even after a crash
         self.journal.append(event, payload)
-        if event in recovery_mod.SEND_KINDS and self.stage in REAL_STAGES and not self.journal.sync(timeout=2.0):
+        if event in recovery_mod.SEND_KINDS and self._sync_before_send and not self.journal.sync(timeout=2.0):
             raise JournalError(f"journal did not reach the disk within 2 s: {event} not sent")
 
     def _execution_client(self):

@@ -169,6 +169,8 @@ class FixOrderClient:
         self._prefix = cl_ord_id_prefix if cl_ord_id_prefix is not None else f"{int(time.time() * 1000):x}-"
         self._ids = itertools.count(1)
         self._sent: dict[str, _Sent] = {}
+        self._rtt_waiting: dict[bytes, asyncio.Future] = {}   # TestReqID -> heartbeat_roundtrip's future
+        self._rtt_seq = 0
         self._seen_exec_ids: set[bytes] = set()
         self._encoder = self.session.encoder
         self.duplicates_dropped = 0
@@ -307,15 +309,13 @@ class FixOrderClient:
         if not self.session.logged_on:
             return None
         loop = asyncio.get_running_loop()
-        test_req_id = f"RTT{time.monotonic_ns()}".encode()
+        self._rtt_seq += 1
+        test_req_id = f"RTT{time.monotonic_ns()}-{self._rtt_seq}".encode()
         answered: asyncio.Future = loop.create_future()
-
-        def on_heartbeat(received: bytes) -> None:
-            if received == test_req_id and not answered.done():
-                answered.set_result(time.perf_counter())
-
-        previous = self.session.on_heartbeat
-        self.session.on_heartbeat = on_heartbeat
+        # one hook answers every outstanding request by its TestReqID: the monitoring's
+        # periodic round trip and a pre-flight check may overlap
+        self._rtt_waiting[test_req_id] = answered
+        self.session.on_heartbeat = self._on_heartbeat
         try:
             started = time.perf_counter()
             self.session.send_test_request(test_req_id.decode())
@@ -324,7 +324,12 @@ class FixOrderClient:
             except asyncio.TimeoutError:
                 return None
         finally:
-            self.session.on_heartbeat = previous
+            self._rtt_waiting.pop(test_req_id, None)
+
+    def _on_heartbeat(self, test_req_id: bytes) -> None:
+        waiter = self._rtt_waiting.get(test_req_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(time.perf_counter())
 
     # ------------------------------------------------------- session application
     def on_logon(self, session: FixSession) -> None:

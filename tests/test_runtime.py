@@ -288,3 +288,46 @@ def test_feed_socket_binds_the_configured_local_address(tmp_path):
     got_data, sockname = asyncio.run(main())
     assert sockname == ("127.0.0.1", port)
     assert got_data
+
+
+@pytest.mark.parametrize("mode", ["before_send", "interval"])
+def test_journal_sync_decides_whether_an_order_waits_for_the_disk(tmp_path, mode):
+    """[storage] journal_sync in a real stage: "before_send" fsyncs the order's journal
+    record before the order leaves; "interval" writes it first and fsyncs later."""
+    from engine.orders import Side
+
+    async def main():
+        venue = await start_venue()
+        path = write_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
+        store = f'directory = "{tmp_path / "store"}"'
+        path.write_text(path.read_text().replace(store, f'{store}\njournal_sync = "{mode}"\n'
+                                                        f'journal_fsync_ms = 5000'))
+        config = load_config(path, stage="small")
+        assert config.storage.journal_sync == mode
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                      check_only=True))
+        try:
+            await rt.start()
+            await rt.wait_for_market_data()
+            book = rt.books["AAPL"]
+            rt.core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 40, "DAY", owner="strategy")
+            return rt.journal.durable_seq, rt.journal.last_seq
+        finally:
+            await rt.stop()
+            await venue.stop()
+    os.environ["ENGINE_ADMIN_TOKEN"] = TOKEN
+    durable, last = asyncio.run(main())
+    if mode == "before_send":
+        assert durable >= last
+    else:
+        assert durable < last
+
+
+def test_journal_sync_must_be_a_known_mode(tmp_path):
+    from engine.errors import ConfigError
+    path = write_config(tmp_path, 9878, 9880, "small")
+    store = f'directory = "{tmp_path / "store"}"'
+    path.write_text(path.read_text().replace(store, f'{store}\njournal_sync = "never"'))
+    os.environ["ENGINE_ADMIN_TOKEN"] = TOKEN
+    with pytest.raises(ConfigError, match="storage.journal_sync"):
+        load_config(path)

@@ -900,3 +900,19 @@ def test_engine_venue_process_serves_orders_faults_and_statement(tmp_path):
 def run_on_default_loop(coro_fn):
     from tests.conftest_loops import run_on
     return run_on("uvloop", coro_fn, timeout=15)
+
+
+def test_overlapping_heartbeat_round_trips_are_each_answered(loop_runner):
+    """Monitoring's periodic TestRequest and a pre-flight check can overlap: each
+    heartbeat_roundtrip gets the Heartbeat that answers its own TestReqID."""
+    async def main():
+        venue = Venue(options())
+        await venue.start()
+        client, _ = await start_client(venue, "A")
+        try:
+            return await asyncio.gather(*(client.heartbeat_roundtrip(timeout_s=2.0) for _ in range(3)))
+        finally:
+            await client.stop()
+            await venue.stop()
+    rtts = loop_runner(main)
+    assert all(r is not None and 0 < r < 2.0 for r in rtts), rtts
