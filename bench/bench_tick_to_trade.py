@@ -129,9 +129,33 @@ class TouchQuoter(Strategy):
 def bench_config(storage: str | os.PathLike, offset_ticks: int = 0) -> Config:
     """The engine configuration of the benchmark: one instrument, TouchQuoter, limits
     wide enough that an order per event never hits the throttle or a position limit."""
+    return parse_config(config_text(storage, offset_ticks), source="<bench_tick_to_trade>")
+
+
+def config_text(storage: str | os.PathLike, offset_ticks: int = 0, *, stage: str = "paper",
+                compiled: bool = False, venue: str = "") -> str:
+    """TOML of bench_config; `compiled`: the Cython twin QuoteAtTouch instead of
+    TouchQuoter; `venue`: a [venue] section (the loopback runs `engine run` on it)."""
     storage = Path(storage)
-    text = f"""
-stage = "paper"
+    if compiled:
+        strategy = f"""[strategy]
+strategy = "core_ext.t2t:QuoteAtTouch"
+
+[strategy.params]
+qty = 1
+offset_ticks = {int(offset_ticks)}
+"""
+    else:
+        strategy = f"""[strategy]
+strategy = "bench.bench_tick_to_trade:TouchQuoter"
+
+[strategy.params]
+symbol = "{SYMBOL}"
+qty = "1"
+offset_ticks = {int(offset_ticks)}
+"""
+    return f"""
+stage = "{stage}"
 account = "T2T"
 capital = "1000000"
 
@@ -140,14 +164,7 @@ symbol = "{SYMBOL}"
 tick_size = "{TICK}"
 lot_size = "1"
 
-[strategy]
-strategy = "bench.bench_tick_to_trade:TouchQuoter"
-
-[strategy.params]
-symbol = "{SYMBOL}"
-qty = "1"
-offset_ticks = {int(offset_ticks)}
-
+{strategy}
 [risk]
 max_gross_exposure = "100000000"
 max_concentration_bps = 10000
@@ -155,6 +172,9 @@ max_orders_per_window = 100000
 window_ms = 1
 daily_loss_limit = "100000"
 var_limit = "10000000"
+
+[risk.capital_limit]
+small = "1000000"
 
 [risk.instruments.{SYMBOL}]
 max_order_qty = "1000"
@@ -166,11 +186,11 @@ max_ref_age_ms = 600000
 
 [storage]
 directory = "{storage.as_posix()}"
+journal_sync = "interval"
 
 [killswitch]
 state_file = "{(storage / 'killswitch.json').as_posix()}"
-"""
-    return parse_config(text, source="<bench_tick_to_trade>")
+{venue}"""
 
 
 def t2t_instruments(config: Config) -> list[tuple[str, int, int, int, int]]:
@@ -514,16 +534,19 @@ def _measure_inprocess(quick: bool) -> tuple[Result, Result, Result]:
 
 # ----------------------------------------------------------------------------- loopback
 #
-# Two processes, as a co-located deployment has them: the venue simulator (the
-# measuring instrument) in a child process, the engine in this one; each pinned to a
-# core of its own when the machine has two. The child times every sample itself --
-# from the ITCH publisher's send to its exchange receiving the engine's NewOrderSingle
-# -- so both clock readings come from one process. The engine's event loop is the
-# variable (uvloop, or asyncio for the baseline); the venue always runs on uvloop.
+# Two processes, as a co-located deployment has them: the engine is `engine run` itself
+# (a child process: stage small over FIX with --force, --cpu N --busy-poll, the
+# strategy and limits of this benchmark, [storage] journal_sync = "interval"); the venue
+# simulator -- the measuring instrument -- runs in this process. Each is pinned to a CPU
+# of its own when the machine has two, and both busy-poll. This process times every
+# sample itself, from the ITCH publisher's send to its FIX connection receiving the
+# engine's NewOrderSingle, so both clock readings come from one process. The engine's
+# event loop is the variable (--loop uvloop, or asyncio for the baseline).
 
 ENGINE_COMP_ID = "T2T"
 INJECTOR = "INJ"
 QUIET_S = 0.002        # between samples: the engine handles the ack and the cancel, journals
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class VenueSide:
@@ -559,7 +582,7 @@ class VenueSide:
         self.inj_live: str | None = None
         self.n = 0
         from gateway.loops import busy_poll
-        self._poller = self.loop.create_task(busy_poll())   # the instrument never sleeps either
+        self._poller = self.loop.create_task(busy_poll()) if not os.environ.get("T2T_VENUE_SLEEPS") else None
 
     def _hooked_new_order(self, account, cl_ord_id, *args, **kwargs):
         if account == ENGINE_COMP_ID:
@@ -624,183 +647,11 @@ class VenueSide:
 
     async def stop(self) -> None:
         from gateway.fix_transport import FixConnection
-        self._poller.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
         FixConnection.data_received = self._data_received
         self.xc.new_order = self._new_order
         await self.venue.stop()
-
-
-def _pin_to(cpu: int | None) -> str:
-    """Pin the calling thread (and the threads it starts later) to `cpu`; a note."""
-    if cpu is None:
-        return "not pinned"
-    try:
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to cpu {cpu}"
-    except (AttributeError, OSError) as exc:
-        return f"not pinned ({exc})"
-
-
-def _venue_process(conn, cpu: int | None) -> None:
-    """Child process: the venue; answers ("run", n, warmup) with ("ok", samples, note)."""
-    from gateway.loops import run as run_on
-    note = _pin_to(cpu)
-
-    async def main() -> None:
-        side = VenueSide()
-        await side.start()
-        conn.send(("ready", side.venue.fix_port, side.venue.itch_request_port, side.venue.options.itch_session))
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                cmd = await loop.run_in_executor(None, conn.recv)
-                if cmd[0] != "run":
-                    break
-                try:
-                    samples = await side.run(cmd[1], cmd[2])
-                    conn.send(("ok", samples, f"venue {note}"))
-                except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
-                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            await side.stop()
-    run_on(main(), loop="uvloop")
-
-
-class EngineSide:
-    """This process's engine: ItchFeedHandler -> the core as engine.runtime wires it
-    (journal on, its writer woken after each event) -> FixExecution."""
-
-    async def start(self, tmp: str, fix_port: int, itch_port: int, itch_session: str) -> None:
-        from engine.journal import Journal
-        from engine.venue_execution import FixExecution
-        from gateway.itch_feed import ItchFeedHandler
-        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
-        self.books = {s: l2.L2Book(s) for s in self.config.instruments_by_symbol}
-        self.fix = FixExecution.connect("127.0.0.1", fix_port, ENGINE_COMP_ID, "VENUE",
-                                        self.config.instruments, heartbeat_interval=30, reset_seq_num=True)
-        self.journal = Journal(Path(tmp) / "journal")
-        self.journal.bind_loop(asyncio.get_running_loop())
-        self.core = build_core(self.config, self.books, self.fix, clock=time.time_ns, state_dir=tmp,
-                               journal=self.journal.append)
-        self.feed = ItchFeedHandler(self.books.values(), host="127.0.0.1", port=0,
-                                    request_addr=("127.0.0.1", itch_port), session=itch_session,
-                                    on_result=self._on_feed, create_books=False, subscribe=True)
-        for s in self.books:
-            self.feed.applier.set_price_divisor(s, PRICE4_PER_TICK)
-        await self.feed.start()
-        await self.fix.client.start(wait_logged_on=5.0)
-        await _wait_for(lambda: all(b.best_bid is not None and b.best_ask is not None
-                                    for b in self.books.values()))
-        self.gaps_at_start = self.feed.counters.gaps   # the subscription itself may open one
-        self.core.start()
-
-    def _on_feed(self, result) -> None:
-        # engine.runtime.Runtime._on_feed without the simulated execution and the metrics
-        core, now = self.core, time.time_ns()
-        for symbol in self.feed.instrument_symbols(result.top_changed):
-            core.on_book(symbol, BOOK_TOP_CHANGED, now)
-        if len(result.trades):
-            for t in result.trades:
-                symbol = self.feed.instrument_symbols([int(t["instrument"])])[0]
-                core.on_trade(symbol, int(t["price"]), int(t["shares"]), int(t["side"]), now)
-
-    def check(self, n: int) -> None:
-        gaps = self.feed.counters.gaps - self.gaps_at_start
-        if gaps:
-            raise RuntimeError(f"loopback: the feed had {gaps} gaps while sampling")
-        sent = self.core.om.stats["sent"]
-        if sent != n:
-            raise RuntimeError(f"loopback: the engine sent {sent} orders, expected {n}")
-
-    async def stop(self) -> None:
-        self.core.stop("bench done")
-        await self.fix.client.stop()
-        await self.feed.stop()
-        self.journal.close()
-
-
-class CythonEngineSide(EngineSide):
-    """The compiled engine path: the ItchFeedHandler (gap detection, retransmission)
-    hands each packet to TickToTrade.process, whose bytes go out through the FIX session
-    (commit_encoded: stored for resend, written). The venue's Canceled report gives the
-    kernel its reservation back."""
-
-    async def start(self, tmp: str, fix_port: int, itch_port: int, itch_session: str) -> None:
-        from decimal import Decimal
-
-        from engine.risk_policy import build_kernel
-        from gateway.fix_client import ExecutionReportEvent, FixOrderClient
-        from gateway.instruments import Instrument as WireInstrument
-        from gateway.itch_feed import ItchFeedHandler
-        self._report_type = ExecutionReportEvent
-        self.config = bench_config(tmp, LOOPBACK_OFFSET_TICKS)
-        self.client = FixOrderClient("127.0.0.1", fix_port, ENGINE_COMP_ID, "VENUE",
-                                     [WireInstrument(SYMBOL, Decimal(TICK))], on_event=self._on_event,
-                                     heartbeat_interval=30, reset_seq_num=True)
-        self.session = self.client.session
-        self.kernel = build_kernel(self.config)
-        self.strategy = ct.QuoteAtTouch(qty=1, offset_ticks=LOOPBACK_OFFSET_TICKS)
-        self.t2t = ct.TickToTrade(t2t_instruments(self.config), self.kernel, self.session.encoder,
-                                  self.strategy, ((time.time_ns() // 1_000_000_000) << 32) | 1)
-        self.feed = ItchFeedHandler((), host="127.0.0.1", port=0, request_addr=("127.0.0.1", itch_port),
-                                    session=itch_session, create_books=False, subscribe=True)
-        self.feed._apply = self._apply          # raw packets -> the compiled path
-        self.open: dict[str, tuple[int, int, int]] = {}   # ClOrdID -> (inst_id, side, qty)
-        self.sent = 0
-        await self.feed.start()
-        await self.client.start(wait_logged_on=5.0)
-
-        def has_top() -> bool:
-            bid, _, ask, _ = self.t2t.top(0)
-            return bid != NO_PRICE and ask != NO_PRICE
-        await _wait_for(has_top)
-        self._drain()
-        self.gaps_at_start = self.feed.counters.gaps
-        self.sent = 0
-
-    def _apply(self, packet: bytes):
-        t, s = self.t2t, self.session
-        t.next_seq_num = s.next_sender_seq
-        out = t.process(packet)
-        if out is not None:
-            s.commit_encoded(b"D", out)
-        return t.last_result
-
-    def _drain(self) -> None:
-        for r in self.t2t.drain_orders().tolist():
-            if r[8] != ct.OUTCOME_SENT:
-                raise RuntimeError(f"loopback: the compiled path refused an order (outcome {r[8]})")
-            self.open[format_cl_ord_id(r[0])] = (r[2], r[9], r[3])
-            self.sent += 1
-
-    def _on_event(self, event) -> None:
-        if type(event) is self._report_type and event.exec_type in ("4", "8"):   # Canceled, Rejected
-            self._drain()
-            key = event.orig_cl_ord_id if event.exec_type == "4" else event.cl_ord_id
-            o = self.open.pop(key, None)
-            if o is not None:
-                self.kernel.on_cancel(*o)
-
-    def check(self, n: int) -> None:
-        self._drain()
-        gaps = self.feed.counters.gaps - self.gaps_at_start
-        if gaps:
-            raise RuntimeError(f"loopback: the feed had {gaps} gaps while sampling")
-        if self.sent != n:
-            raise RuntimeError(f"loopback: the engine sent {self.sent} orders, expected {n}")
-
-    async def stop(self) -> None:
-        await self.client.stop()
-        await self.feed.stop()
-
-
-async def _wait_for(ready: Callable[[], bool], what: str = "market data from the venue",
-                    timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"loopback: no {what} within {timeout:.0f} s")
-        await asyncio.sleep(0.01)
 
 
 def _cpus() -> tuple[int | None, int | None]:
@@ -812,77 +663,102 @@ def _cpus() -> tuple[int | None, int | None]:
     return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
 
 
+async def _start_engine(tmp: str, side: VenueSide, loop_name: str, compiled: bool,
+                        engine_cpu: int | None) -> tuple[asyncio.subprocess.Process, asyncio.Task, list[str]]:
+    """`engine run` against side's venue; returns once it says it is running."""
+    venue = f"""
+[venue]
+protocol = "fix"
+host = "127.0.0.1"
+port = {side.venue.fix_port}
+sender_comp_id = "{ENGINE_COMP_ID}"
+target_comp_id = "VENUE"
+feed_host = "127.0.0.1"
+feed_request_port = {side.venue.itch_request_port}
+feed_session = "{side.venue.options.itch_session}"
+"""
+    path = Path(tmp) / "engine.toml"
+    path.write_text(config_text(Path(tmp) / "engine", LOOPBACK_OFFSET_TICKS, stage="small",
+                                compiled=compiled, venue=venue))
+    cmd = [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--stage", "small", "--force", *os.environ.get("T2T_ENGINE_ARGS", "").split(),
+           "--admin-port", "0", "--loop", loop_name, "--busy-poll"]
+    if engine_cpu is not None:
+        cmd += ["--cpu", str(engine_cpu)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                                     os.environ.get("PYTHONPATH")])))
+    # The engine may use only its CPU: its helper threads (journal, store and log writers)
+    # share it with the event loop rather than preempting the venue, which is the
+    # measuring instrument here (on a co-located box they go to a housekeeping CPU).
+    pin = (lambda: os.sched_setaffinity(0, {engine_cpu})) if engine_cpu is not None else None
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(REPO_ROOT), env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, preexec_fn=pin)
+    lines: list[str] = []
+    running = asyncio.get_running_loop().create_future()
+
+    async def read(stream) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.startswith("engine: running stage") and not running.done():
+                running.set_result(True)
+        if not running.done():
+            running.set_result(False)
+    reader = asyncio.gather(read(proc.stdout), read(proc.stderr))
+    try:
+        ok = await asyncio.wait_for(running, 60)
+    except asyncio.TimeoutError:
+        ok = False
+    if not ok:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        await reader
+        raise RuntimeError("loopback: `engine run` did not start:\n" + "\n".join(lines[-30:]))
+    return proc, reader, lines
+
+
 def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False,
                       notes: list[str] | None = None) -> np.ndarray:
-    """n samples (ns) of the loopback with the engine on `loop_name`."""
-    import multiprocessing
+    """n samples (ns) of the loopback with `engine run --loop loop_name`."""
+    import signal
 
-    from gateway.loops import busy_poll
     from gateway.loops import run as run_on
     venue_cpu, engine_cpu = _cpus()
-    ctx = multiprocessing.get_context("spawn")
-    conn, child_conn = ctx.Pipe()
-    proc = ctx.Process(target=_venue_process, args=(child_conn, venue_cpu), daemon=True,
-                       name="t2t-venue")
-    proc.start()
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    try:
-        if not conn.poll(60):
-            raise RuntimeError("loopback: the venue process did not start within 60 s")
-        ready = conn.recv()
-        if ready[0] != "ready":
-            raise RuntimeError(f"loopback: the venue process said {ready!r}")
-        _, fix_port, itch_port, itch_session = ready
-        engine_note = "not pinned"
-        if engine_cpu is not None:
-            from engine.tuning import TuningError, pin_cpu
-            try:
-                pin_cpu(engine_cpu)            # as `engine run --cpu N`
-                engine_note = f"pinned to cpu {engine_cpu}, its other threads to cpu {venue_cpu}"
-            except TuningError as exc:
-                engine_note, engine_cpu = f"not pinned ({exc})", None
 
-        async def main() -> tuple[np.ndarray, str]:
+    async def main() -> np.ndarray:
+        side = VenueSide()
+        await side.start()
+        try:
             with tempfile.TemporaryDirectory(prefix="t2t-loop-") as tmp:
-                side = CythonEngineSide() if compiled else EngineSide()
-                await side.start(tmp, fix_port, itch_port, itch_session)
-                if engine_cpu is not None:
-                    # as `engine run --cpu` does after start-up: the journal writer (and any
-                    # other helper thread) off the event loop's CPU
-                    from engine.tuning import move_other_threads
-                    move_other_threads([venue_cpu])
-                # as `engine run --busy-poll`: the loop picks packets up without a wake-up
-                poller = asyncio.get_running_loop().create_task(busy_poll())
+                proc, reader, lines = await _start_engine(tmp, side, loop_name, compiled, engine_cpu)
+                if venue_cpu is not None:      # after the engine started: it inherits our CPU set
+                    os.sched_setaffinity(0, {venue_cpu})
                 try:
-                    gc.collect()
-                    gc.disable()
-                    try:
-                        conn.send(("run", n, warmup))
-                        answer = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-                    finally:
-                        gc.enable()
-                    if answer[0] != "ok":
-                        raise RuntimeError(f"loopback: venue process: {answer[1]}")
-                    side.check(n + warmup)
+                    samples = await side.run(n, warmup)
                 finally:
-                    poller.cancel()
-                    await side.stop()
-                return answer[1], answer[2]
-        samples, venue_note = run_on(main(), loop=loop_name)
-        if notes is not None:
-            notes.append(f"{venue_note}, engine {engine_note}")
-        return samples
+                    if proc.returncode is None:
+                        proc.send_signal(signal.SIGTERM)
+                    try:
+                        code = await asyncio.wait_for(proc.wait(), 30)
+                    except asyncio.TimeoutError:
+                        proc.kill()
+                        code = await proc.wait()
+                    await reader
+                if code != 0:
+                    raise RuntimeError(f"loopback: `engine run` exited {code}:\n" + "\n".join(lines[-30:]))
+                return samples
+        finally:
+            await side.stop()
+    try:
+        samples = run_on(main(), loop="uvloop")
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)
-        try:
-            conn.send(("stop",))
-        except (BrokenPipeError, OSError):
-            pass
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+    if notes is not None:
+        notes.append("venue (this process) on cpu %s, `engine run --cpu %s --busy-poll`" % (venue_cpu, engine_cpu)
+                     if engine_cpu is not None else "not pinned (one CPU)")
+    return samples
 
 
 def _measure_loopback(quick: bool) -> tuple[Result, Result, Result, str]:

@@ -88,7 +88,7 @@ from engine.config import NOTIONAL_LIMIT_MAX, Config, Stage, load_config, parse_
 from engine.errors import ConfigError, DataError, EngineError
 from engine.fill_model import BookFillModel, CommissionModel, LatencyModel
 from engine.instruments import Instrument
-from engine.orders import Fill, Side
+from engine.orders import TERMINAL_RETENTION_NS, Fill, Side
 from engine.portfolio import Position
 from engine.sim_execution import SimExecution
 from engine.strategy import Quote, Strategy, StrategyStopped, Trade, overrides
@@ -109,7 +109,7 @@ DEFAULT_DRAIN_NS = 10_000_000_000       # after the data: deliver what the execu
 DEFAULT_STRATEGY = "engine.strategies.ma_crossover:MovingAverageCrossover"
 OUTPUT_FILES = ("metrics.json", "fills.csv", "equity.csv", "report.html")   # byte-identical per run
 TIMING_FILE = "timing.json"
-FORGET_TERMINAL_NS = 3_600_000_000_000  # ended orders older than this (event time) are dropped
+FORGET_TERMINAL_NS = TERMINAL_RETENTION_NS  # ended orders older than this (event time) are dropped
 RESULT_VERSION = 1
 
 

@@ -67,6 +67,9 @@ __all__ = [
 
 INT64_MAX = 2**63 - 1
 _RISK_OK = rk.RISK_OK
+#: how long an ended order stays in the order manager (a late fill of a canceled order
+#: must still find it); the backtest (event time) and the runtime forget older ones
+TERMINAL_RETENTION_NS = 3_600_000_000_000
 
 # Local (non-kernel) reject reasons. Kernel rejects use rk.REJECT_REASONS names.
 REASON_BLOCKED = "TRADING_BLOCKED"            # a block flag is set (reconciliation, kill switch...)
@@ -492,9 +495,16 @@ class OrderManager(OrderPath):
         return [o for o in live.values() if o.symbol == symbol]
 
     def forget_terminal(self, older_than_ns: int) -> int:
-        """Drop terminal orders last updated before `older_than_ns` (memory bound)."""
-        gone = [k for k, o in self._orders.items()
-                if o.state in TERMINAL_STATES and o.updated_ns < older_than_ns]
+        """Drop terminal orders last updated before `older_than_ns` (memory bound).
+
+        Orders are kept in creation order, so the scan stops at the first order created
+        at or after the cutoff: the cost follows the old orders, not the session's."""
+        gone = []
+        for k, o in self._orders.items():
+            if o.created_ns >= older_than_ns:
+                break
+            if o.state in TERMINAL_STATES and o.updated_ns < older_than_ns:
+                gone.append(k)
         for k in gone:
             del self._orders[k]
             self._live.pop(k, None)
@@ -701,7 +711,9 @@ class OrderManager(OrderPath):
         order). Returns the ids queried now."""
         now = self.clock() if now_ns is None else now_ns
         queried = []
-        for o in list(self._orders.values()):
+        # the live index, not every order of the session: a pending order is never
+        # terminal, and this runs on every timer tick
+        for o in self.open_orders():
             if o.state not in PENDING_STATES or now - o.pending_since_ns < self.status_timeout_ns:
                 continue
             if o.state is S.PENDING_NEW and o.orig_cl_ord_id:

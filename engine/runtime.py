@@ -38,6 +38,7 @@ from engine.evidence import EvidenceStore, StageRun
 from engine.journal import Journal, JournalError
 from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
 from engine.promotion import PromotionGate, criteria_from_config
+from engine.orders import TERMINAL_RETENTION_NS
 from engine.shadow_execution import ShadowExecution
 from engine.sim_execution import SimExecution
 from engine.venue_execution import FixExecution, OuchExecution
@@ -108,6 +109,7 @@ class Runtime:
     busy_poller: asyncio.Task | None = None   # gateway.loops.busy_poll with --busy-poll
     compiled: object | None = None        # engine.compiled_path.CompiledPath (a Cython strategy)
     _sync_before_send: bool = False       # [storage] journal_sync = "before_send" in a real stage
+    _next_forget_ns: int = 0              # next time ended orders are dropped from the order manager
     _stopped: bool = False                # stop() ran (it is idempotent)
     logging_handle: object | None = None  # engine.logs JSON logging (queue handler, own thread)
     store: object | None = None           # engine.store.Store: orders, fills (writer thread)
@@ -434,6 +436,9 @@ class Runtime:
                 if self.sim is not None:
                     self.sim.advance_to(now)
                 self.core.on_timer(now)
+                if now >= self._next_forget_ns:       # memory bound over a long session
+                    self._next_forget_ns = now + 10_000_000_000
+                    self.core.om.forget_terminal(now - TERMINAL_RETENTION_NS)
                 if self._md_rec is not None:
                     self._drain_feed_latency()
                 if self.gc_collector is not None:

@@ -84,6 +84,8 @@ import orjson
 from engine.errors import EngineError
 
 log = logging.getLogger("engine.store")
+#: the writer commits at most this often (rows queue up in between; a flush() waits at most this much longer)
+WRITE_INTERVAL_S = 0.02
 
 SCHEMA_VERSION = 1
 
@@ -405,6 +407,10 @@ class Store:
                 self._queue.task_done()
             if stop:
                 return
+            if not flushes:
+                # let the next rows queue up: the event loop's put then wakes nobody (a
+                # woken writer takes the GIL from the loop, on the order's path)
+                time.sleep(WRITE_INTERVAL_S)
 
     def _commit(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
         try:

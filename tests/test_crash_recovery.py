@@ -571,16 +571,24 @@ def test_venue_statement_is_read_into_positions_and_fills(tmp_path):
                                  instruments)
 
 
-def test_session_store_has_the_next_outbound_number_on_disk_before_the_message_leaves(tmp_path):
+def test_session_store_has_the_next_outbound_number_before_the_message_leaves(tmp_path):
+    """The outbound number is written through (memory-mapped file) with every message: a
+    process killed right after finds it; the messages reach SQLite on the session timer
+    (flush), and the number never goes back even if SQLite holds an older one."""
     store = rc.session_store(tmp_path, "ENGINE", "VENUE")
     for seq in (1, 2, 3):
         store.store(StoredMessage(seq, b"D", b"11=X\x01", b"20240501-13:30:00.000"))
         store.set_next_sender(seq + 1)
+        store.set_next_target(seq + 10)
         # what a process killed right now would find
         again = rc.session_store(tmp_path, "ENGINE", "VENUE")
-        assert again.next_sender_seq == seq + 1 and [m.seq_num for m in again.get_range(1, 9)] == list(
-            range(1, seq + 1))
-        again.close()
+        assert (again.next_sender_seq, again.next_target_seq) == (seq + 1, seq + 10)
+        again._db.close()
+    assert store.flush_interval > 0
+    store.flush(wait=True)                          # the session timer's write (its thread)
+    again = rc.session_store(tmp_path, "ENGINE", "VENUE")
+    assert [m.seq_num for m in again.get_range(1, 9)] == [1, 2, 3] and again.next_sender_seq == 4
+    again.close()
     store.close()
 
 
