@@ -22,24 +22,28 @@ as a deployment with locked memory has it; the entry's note says whether it work
   applier, strategy, ``RiskKernel.check_order`` and the encoder all called from C.
   Baseline: the in-process engine path above (ratio = how much the compiled path
   takes out).
-* ``tick_to_trade_loopback`` -- the venue simulator (``gateway.venue.Venue``: FIX
-  acceptor, exchange, ITCH publisher, ports 0) and the engine (``ItchFeedHandler`` ->
-  core as ``engine.runtime`` wires it, journal included -> ``FixExecution``) in one
-  process on one loop, over loopback UDP and TCP. A top-of-book change is injected
-  into the venue's exchange (an order joining the best bid, then its cancel); the
-  clock starts when the publisher sends the packet and stops when the venue's
-  exchange receives the engine's NewOrderSingle (``Exchange.new_order`` hooked).
-  uvloop vs the same on the default asyncio loop (baseline).
-* ``tick_to_trade_loopback_cython`` -- the same loopback with the compiled engine
-  path (the feed handler hands packets to ``TickToTrade``, whose bytes go out through
-  the FIX session) on uvloop; baseline: ``tick_to_trade_loopback``. What is left is
-  the sockets, the event loop and the venue's own Python.
+* ``tick_to_trade_loopback`` -- `engine run` itself (a child process: stage small over
+  FIX, ``--cpu N --busy-poll``, TouchQuoter, ``[storage] journal_sync = "interval"``)
+  against the venue simulator (``gateway.venue.Venue``) in this process, over loopback
+  UDP (ITCH/MoldUDP64) and TCP (FIX). A top-of-book change is injected into the
+  venue's exchange (an order joining the best bid, then its cancel); the clock starts
+  when the publisher sends the packet and stops when the venue's FIX connection
+  receives the bytes of the engine's NewOrderSingle (wire to wire: the venue's own
+  parsing is not the engine's latency; the exchange must then receive the order, or
+  the sample fails). Both readings are taken in this process. The venue and the
+  engine's event loop each have a CPU of their own when there are two (the engine's
+  helper threads share the venue's); both busy-poll. Baseline: ``--loop asyncio``.
+* ``tick_to_trade_loopback_cython`` -- the same with the compiled strategy
+  ``core_ext.t2t:QuoteAtTouch`` (engine.compiled_path: the feed handler hands packets
+  to ``TickToTrade``, whose bytes go straight into the FIX session) on uvloop;
+  baseline: ``tick_to_trade_loopback``. What is left is the sockets, the event loop,
+  the session's Python and the runtime's own housekeeping.
 
 Each packet holds one message that changes the top of book (an order joining the
 best bid or ask, then its delete); the strategy sends one order per top change.
 Orders are released after each sample, outside the timed region (a Canceled report
-to the order manager / ``kernel.on_cancel``; in the loopback a cancel to the venue),
-so no limit bites. Machine load is noted in each entry.
+to the order manager / ``kernel.on_cancel``; in the loopback the venue cancels the
+engine's order, an unsolicited Canceled report), so no limit bites. Machine load is noted in each entry.
 
     python -m bench.bench_tick_to_trade [--quick]
     pytest bench/bench_tick_to_trade.py --benchmark-only
@@ -582,7 +586,7 @@ class VenueSide:
         self.inj_live: str | None = None
         self.n = 0
         from gateway.loops import busy_poll
-        self._poller = self.loop.create_task(busy_poll()) if not os.environ.get("T2T_VENUE_SLEEPS") else None
+        self._poller = self.loop.create_task(busy_poll())   # the instrument never sleeps either
 
     def _hooked_new_order(self, account, cl_ord_id, *args, **kwargs):
         if account == ENGINE_COMP_ID:
@@ -647,8 +651,7 @@ class VenueSide:
 
     async def stop(self) -> None:
         from gateway.fix_transport import FixConnection
-        if self._poller is not None:
-            self._poller.cancel()
+        self._poller.cancel()
         FixConnection.data_received = self._data_received
         self.xc.new_order = self._new_order
         await self.venue.stop()
@@ -680,18 +683,14 @@ feed_session = "{side.venue.options.itch_session}"
     path = Path(tmp) / "engine.toml"
     path.write_text(config_text(Path(tmp) / "engine", LOOPBACK_OFFSET_TICKS, stage="small",
                                 compiled=compiled, venue=venue))
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--stage", "small", "--force", *os.environ.get("T2T_ENGINE_ARGS", "").split(),
+    cmd = [sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--stage", "small", "--force",
            "--admin-port", "0", "--loop", loop_name, "--busy-poll"]
     if engine_cpu is not None:
         cmd += ["--cpu", str(engine_cpu)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                      os.environ.get("PYTHONPATH")])))
-    # The engine may use only its CPU: its helper threads (journal, store and log writers)
-    # share it with the event loop rather than preempting the venue, which is the
-    # measuring instrument here (on a co-located box they go to a housekeeping CPU).
-    pin = (lambda: os.sched_setaffinity(0, {engine_cpu})) if engine_cpu is not None else None
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(REPO_ROOT), env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, preexec_fn=pin)
+                                                stderr=asyncio.subprocess.PIPE)
     lines: list[str] = []
     running = asyncio.get_running_loop().create_future()
 
@@ -792,11 +791,11 @@ def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
                         "Python references (itch_ref, book_ref, risk_ref, simplefix)"),
         _entry(cy, py, "core_ext.t2t.TickToTrade + QuoteAtTouch (all C calls); baseline: the engine's "
                        "Python path (tick_to_trade_inprocess)"),
-        _entry(loop, loop_base, "venue process publishes (UDP) -> engine process: feed handler -> core "
-                                "(journal on) -> FIX (TCP) -> venue exchange.new_order; timed in the venue "
-                                f"process; {pinning}; baseline: the engine on the asyncio loop"),
-        _entry(loop_c, loop, "the loopback with the compiled engine path (feed handler -> "
-                             "TickToTrade -> FIX session) on uvloop; baseline: tick_to_trade_loopback"),
+        _entry(loop, loop_base, "venue publishes (UDP) -> `engine run` (stage small, Python strategy, journal "
+                                "interval) -> FIX (TCP) -> the venue's FIX connection has the order (wire to "
+                                f"wire, timed at the venue); {pinning}; baseline: engine run --loop asyncio"),
+        _entry(loop_c, loop, "the same with a compiled strategy (core_ext.t2t:QuoteAtTouch on "
+                             "engine.compiled_path) on uvloop; baseline: tick_to_trade_loopback"),
     ]
     for e in entries[:2]:
         e["note"] += f"; {pre}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -28,6 +29,11 @@ async def busy_poll() -> None:
     machine whose idle vCPU halts. It costs a whole core: pin the loop to an isolated
     CPU (deploy/TUNING.md). The GIL is released on each (zero-timeout) poll, so other
     threads (the journal writer) still run."""
+    yield_cpu = getattr(os, "sched_yield", None)
     while True:
         await asyncio.sleep(0)
+        if yield_cpu is not None:
+            # a helper thread on this CPU (the journal's fsync, the log writer) runs at once
+            # rather than at the scheduler's next tick -- holding the GIL meanwhile
+            yield_cpu()
 
