@@ -290,6 +290,8 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"{seg_path}: cannot open for append: {exc.strerror}") from exc
         self._io_lock = threading.Lock()  # one writer of the segment at a time (loop or thread)
+        self._fsyncer = None              # core_ext.fsync.Fsyncer once bound to a loop
+        self._fsync_thread: threading.Thread | None = None
         self._writer_idle = True
         self._loop = None                 # bind_loop: write after the loop's event
         self._loop_thread = 0
@@ -298,13 +300,24 @@ class Journal:
         self._thread.start()
 
     def bind_loop(self, loop) -> None:
-        """Appends made on `loop`'s thread no longer wake the writer at once: the wake
-        is scheduled with ``loop.call_soon``, so it happens after the loop is done with
-        the current event (after the order it journaled has left). Otherwise the writer
-        thread, woken mid-event, takes the GIL while the order is on its way: that cost
-        40-60 us per order on the tick-to-trade path. ``sync()`` still wakes it at once."""
+        """Appends made on `loop`'s thread are written by that thread, once the loop is
+        done with the current event (``loop.call_soon``: after the order the record
+        journals has left), and the periodic fsync moves to a thread that never takes
+        the GIL (core_ext.fsync). The Python writer thread, woken per record or per
+        fsync interval, took the GIL from the loop on the order's path: 40-60 us per
+        order, and milliseconds when preempted holding it. ``sync()`` still fsyncs at
+        once (through the writer thread)."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        if self._fsyncer is None and self.fsync_interval_s >= 0.0001:
+            # the periodic fsync moves to a thread that never takes the GIL
+            from core_ext.fsync import Fsyncer
+            with self._io_lock:
+                self._fsyncer = Fsyncer(self._fd, int(self.fsync_interval_s * 1e9))
+                self._fsyncer.note_written(self._written_seq)
+                self._fsyncer.mark_synced(self._synced_seq)
+            self._fsync_thread = threading.Thread(target=self._fsyncer.run, name="journal-fsync", daemon=True)
+            self._fsync_thread.start()
 
     def kick(self) -> None:
         """Write what was appended. On the bound loop's thread (see bind_loop) the
@@ -318,7 +331,7 @@ class Journal:
             except OSError as exc:            # disk full, I/O error: fail closed, as the writer does
                 self._error = exc
                 log.critical("journal write failed: %s: %s; appends now raise", type(exc).__name__, exc)
-            if self._writer_idle and not self._wake.is_set():
+            if self._fsyncer is None and self._writer_idle and not self._wake.is_set():
                 self._wake.set()              # unsynced records now: the writer starts its fsync timer
         elif not self._wake.is_set():
             self._wake.set()
@@ -384,6 +397,10 @@ class Journal:
             raise JournalError(f"journal writer failed ({self._error}); refusing to append") from self._error
         if self._closing:
             raise JournalError("journal is closed")
+        if self._fsyncer is not None and self._fsyncer.failed:
+            self._error = OSError(self._fsyncer.failed, os.strerror(self._fsyncer.failed))
+            log.critical("journal fsync failed: %s; appends now raise", self._error)
+            raise JournalError(f"journal fsync failed ({self._error}); refusing to append")
         if not isinstance(kind, str) or _KIND_RE.match(kind) is None:
             raise JournalError(f"journal record kind {kind!r}: expected a lowercase identifier "
                                f"(e.g. {', '.join(KINDS[:4])}, ...)")
@@ -430,6 +447,8 @@ class Journal:
     @property
     def durable_seq(self) -> int:
         """Records up to this seq have been fsynced."""
+        if self._fsyncer is not None:
+            return max(self._synced_seq, self._fsyncer.synced)
         return self._synced_seq
 
     def sync(self, timeout: float | None = 10.0) -> bool:
@@ -452,6 +471,9 @@ class Journal:
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
+        if self._fsyncer is not None:
+            self._fsyncer.stop()
+            self._fsync_thread.join(timeout)
         try:
             os.close(self._fd)
         except OSError:
@@ -474,6 +496,8 @@ class Journal:
         self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
         _fsync_dir(self.directory)
+        if self._fsyncer is not None:
+            self._fsyncer.set_fd(self._fd)     # the old segment was fsynced above
 
     def _write_batch(self, batch: list[tuple[int, bytes]]) -> None:
         data = b"".join(line for _, line in batch)
@@ -483,6 +507,8 @@ class Journal:
             view = view[n:]
         self._size += len(data)
         self._written_seq = batch[-1][0]
+        if self._fsyncer is not None:
+            self._fsyncer.note_written(self._written_seq)
         if self._size >= self.segment_max_bytes:
             self._rotate(batch[-1][0] + 1)
             with self._cond:
@@ -493,7 +519,7 @@ class Journal:
         last_fsync = time.monotonic()
         try:
             while True:
-                unsynced = self._written_seq > self._synced_seq
+                unsynced = self._written_seq > self._synced_seq and self._fsyncer is None
                 if unsynced:
                     timeout = max(0.0, self.fsync_interval_s - (time.monotonic() - last_fsync))
                 else:
@@ -504,7 +530,8 @@ class Journal:
                 self._writer_idle = False
                 self._drain()
                 now = time.monotonic()
-                want_sync = self._sync_requested or self._closing or now - last_fsync >= self.fsync_interval_s
+                want_sync = (self._sync_requested or self._closing
+                             or (self._fsyncer is None and now - last_fsync >= self.fsync_interval_s))
                 if want_sync and self._written_seq > self._synced_seq:
                     # fsync a duplicate of the descriptor outside the I/O lock: the loop
                     # thread keeps writing meanwhile, and a rotation may close the original
@@ -516,6 +543,8 @@ class Journal:
                     finally:
                         os.close(fd)
                     last_fsync = now
+                    if self._fsyncer is not None:
+                        self._fsyncer.mark_synced(target)
                     with self._cond:
                         self._synced_seq = max(self._synced_seq, target)
                         self._cond.notify_all()

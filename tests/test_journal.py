@@ -309,3 +309,49 @@ def test_payload_that_is_not_json_is_refused_at_append(tmp_path):
         j.append("intent", {"x": object()})
     assert j.append("intent", payload(0)) == 1           # nothing was taken by the refusal
     j.close()
+
+
+def test_bound_journal_fsyncs_on_its_interval_without_sync_and_across_rotations(tmp_path, loop_runner):
+    """Bound to a loop, the periodic fsync is core_ext.fsync's (no GIL): records become
+    durable within the interval with nobody calling sync(), also after segment
+    rotations (the fsync thread follows the new segment)."""
+    async def main():
+        import asyncio
+        j = jn.Journal(tmp_path / "j", fsync_interval_ms=2, segment_max_bytes=4096)
+        j.bind_loop(asyncio.get_running_loop())
+        assert j._fsync_thread is not None and j._fsync_thread.is_alive()
+        for i in range(120):                       # ~30 KB: several segments
+            j.append("intent", payload(i))
+            await asyncio.sleep(0)
+        deadline = time.monotonic() + 5
+        while j.durable_seq < 120:
+            assert time.monotonic() < deadline, f"durable {j.durable_seq} of 120"
+            await asyncio.sleep(0.005)
+        segments = len(jn.list_segments(tmp_path / "j"))
+        j.close()
+        return segments
+    segments = loop_runner(main)
+    assert segments >= 3
+    assert verify(tmp_path / "j")[0] == 0
+
+
+def test_fsyncer_reports_a_failed_fsync_and_the_journal_then_refuses(tmp_path):
+    from core_ext.fsync import Fsyncer
+    r, w = os.pipe()                               # fsync(2) on a pipe fails (EINVAL)
+    try:
+        f = Fsyncer(w, 200_000)
+        f.note_written(1)
+        t = threading.Thread(target=f.run)
+        t.start()
+        t.join(5)
+        assert not t.is_alive() and f.failed != 0 and f.synced == 0
+    finally:
+        os.close(r)
+        os.close(w)
+    j = jn.Journal(tmp_path / "j")
+    j._fsyncer = f                                 # as if the fsync thread of this journal failed
+    with pytest.raises(jn.JournalError, match="fsync failed"):
+        j.append("intent", payload(0))
+    j._fsyncer = None
+    with pytest.raises(jn.JournalError):
+        j.close()
