@@ -104,11 +104,19 @@ cdef class OrderPath:
         if reason:
             self._local_reject(order, reason)
             return cl
-        if self._order_listeners:
-            self._emit_order(order)
+        # the listeners (monitoring, logs, the store, the strategy's on_order) hear of the
+        # new order once it has left: their work is not on its path (reports come on a
+        # later turn of the event loop).
         try:
             self._client.send_new(order)
-            self.stats["sent"] += 1
         except Exception as exc:  # any client failure: the order is not at the venue
+            if self._order_listeners:
+                self._emit_order(order)
             self._send_failed(order, exc, "new")
+            return cl
+        self.stats["sent"] += 1
+        # (a client that answered synchronously has already moved the order on, and its
+        # reports told the listeners: no stale PendingNew after them)
+        if self._order_listeners and order.state is _PendingNew:
+            self._emit_order(order)
         return cl

@@ -235,3 +235,22 @@ def test_apply_results_stay_intact_across_recycling_and_large_packets():
     for res, (tops, matches) in zip(kept, expect, strict=True):
         assert res.top_changed == tops
         assert [int(m) for m in res.trades["match"]] == matches
+
+
+def test_listeners_hear_of_a_new_order_after_it_left_and_of_a_failed_send_in_order():
+    om, kernel, client, clock = make_om()
+    trail = []
+    send = client.send_new
+
+    def recording_send(order):
+        trail.append(("sent", order.cl_ord_id))
+        send(order)
+    client.send_new = recording_send
+    om.add_listener(on_order=lambda snap: trail.append((str(snap.state), snap.cl_ord_id)))
+    cl = om.submit("XYZ", "buy", 1, XYZ_PRICE)
+    assert trail == [("sent", cl), ("PendingNew", cl)]
+    trail.clear()
+    client.fail_next = True
+    cl2 = om.submit("XYZ", "buy", 1, XYZ_PRICE)
+    assert [t for t in trail if t[0] != "sent"] == [("PendingNew", cl2), ("Rejected", cl2)]
+    assert om.order(cl2).reject_reason.startswith("SEND_FAILED")
