@@ -1,6 +1,6 @@
 # Shared constants and tiny helpers of the compiled core. Every core_ext module
 # cimports these; nothing here allocates or touches Python objects.
-from libc.stdint cimport int64_t, INT64_MIN, INT64_MAX
+from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
 
 # An order or book side. The numeric values are part of the NumPy dtypes and of
 # the event buffers, so they never change.
@@ -33,3 +33,16 @@ cdef inline bint side_is_valid(int side) noexcept nogil:
 cdef inline int64_t signed_qty(int side, int64_t qty) noexcept nogil:
     # Position delta of a fill: a buy adds, a sell subtracts.
     return qty if side == SIDE_BUY else -qty
+
+# A client order id in its wire form (engine.orders.format_cl_ord_id): v > 0 in
+# upper-case base 36 into out (at most 13 characters); returns the length.
+cdef inline Py_ssize_t base36(uint64_t v, char* out) noexcept nogil:
+    cdef char tmp[16]
+    cdef Py_ssize_t n = 0, i
+    while v:
+        tmp[n] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[v % 36]
+        v //= 36
+        n += 1
+    for i in range(n):
+        out[i] = tmp[n - 1 - i]
+    return n

@@ -17,23 +17,16 @@ subclasses declare ``__slots__ = ()`` so construction stays in C.
 """
 from libc.stdint cimport uint64_t
 
-cdef const char* _B36 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
+from core_ext.common cimport base36
 
 def format_cl_ord_id_fast(uint64_t value):
     """`value` (> 0, < 2**64) in upper-case base 36 (at most 13 characters), as str.
     The range check is the caller's (``engine.orders.format_cl_ord_id``)."""
-    cdef char tmp[16]
     cdef char out[16]
-    cdef int n = 0, i
+    cdef Py_ssize_t n
     if value == 0:
         raise ValueError("client order id 0 out of range (1..2**64-1)")
-    while value:
-        tmp[n] = _B36[value % 36]
-        value //= 36
-        n += 1
-    for i in range(n):
-        out[i] = tmp[n - 1 - i]
+    n = base36(value, out)
     return out[:n].decode("ascii")
 
 

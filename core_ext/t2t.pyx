@@ -50,7 +50,7 @@ import numpy as np
 
 from core_ext.book cimport L2Book
 from core_ext.common cimport (NO_PRICE, ORDTYPE_LIMIT, ORDTYPE_MARKET, SIDE_BUY, SIDE_SELL,
-                              TIF_DAY, TIF_FOK, side_is_valid)
+                              TIF_DAY, TIF_FOK, base36, side_is_valid)
 from core_ext.fix cimport FixEncoder
 from core_ext.itch cimport ItchApplyResult, ItchBookApplier
 from core_ext.risk cimport RISK_OK, RiskKernel
@@ -83,26 +83,10 @@ ORDER_DTYPE = np.dtype({
     "itemsize": sizeof(T2TOrderRecord),
 })
 
-cdef const char* _B36 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
 cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
-cdef inline Py_ssize_t _base36(uint64_t v, char* out) noexcept nogil:
-    # v > 0 as upper-case base 36 into out (at most 13 chars); returns the length.
-    cdef char tmp[16]
-    cdef Py_ssize_t n = 0, i
-    while v:
-        tmp[n] = _B36[v % 36]
-        v //= 36
-        n += 1
-    for i in range(n):
-        out[i] = tmp[n - 1 - i]
-    return n
 
 
 # ---------------------------------------------------------------------------
@@ -387,10 +371,10 @@ cdef class TickToTrade:
                 d[i] = b'A' if d[i] == b'9' else <char>(d[i] + 1)
                 self._clid_value = cl
             else:                               # one more digit (cannot pass 13: uint64)
-                self._clid_len = _base36(cl, d)
+                self._clid_len = base36(cl, d)
                 self._clid_value = cl
         else:
-            self._clid_len = _base36(cl, d)
+            self._clid_len = base36(cl, d)
             self._clid_value = cl
         n = self._clid_len
         b = <bytes>self._clid_scratch[n]
