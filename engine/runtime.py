@@ -17,6 +17,7 @@ graceful stop (cancel open orders; keep or flatten positions per config).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import hashlib
 import logging
 import os
@@ -122,6 +123,13 @@ class Runtime:
     _rtt_rec: object | None = None        # LatencyRecorder: TestRequest -> Heartbeat round trip
     _md_seen: int = 0                     # feed latency samples already passed on
     _slippage: dict = field(default_factory=dict)   # symbol -> recent fill slippage, bps
+    # counters for /metrics, kept as the events come (a scan of every order and fill per
+    # collection grew with the session and stalled the loop for milliseconds)
+    _orders_sent: Counter = field(default_factory=Counter)     # symbol -> orders that went out
+    _venue_rejects: int = 0                                     # orders rejected other than by risk
+    _fills: Counter = field(default_factory=Counter)           # symbol -> fills
+    _filled_lots: Counter = field(default_factory=Counter)     # symbol -> lots filled
+    _filled_orders: set = field(default_factory=set)           # orders with at least one fill
     capture: object | None = None         # engine.capture.MarketDataCapture: quotes to Parquet
     _stale: bool = True   # until the feed has delivered; the kernel starts fail-closed
 
@@ -223,6 +231,10 @@ class Runtime:
     def _record_order(self, order) -> None:
         from engine.logs import log_order, log_risk
         from engine.store import OrderRow
+        if order.state == "PendingNew":
+            self._orders_sent[order.symbol] += 1
+        elif order.state == "Rejected" and not order.reject_reason.startswith("RISK_"):
+            self._venue_rejects += 1
         if order.state == "New" and order.cum_qty == 0 and self._ack_rec is not None:
             live = self.core.om.order(order.cl_ord_id)      # created when submitted
             if live is not None:
@@ -240,6 +252,9 @@ class Runtime:
     def _record_fill(self, fill) -> None:
         from engine.logs import log_fill
         from engine.store import FillRow
+        self._fills[fill.symbol] += 1
+        self._filled_lots[fill.symbol] += fill.qty
+        self._filled_orders.add(fill.cl_ord_id)
         book = self.books.get(fill.symbol)
         if book is not None and book.best_bid is not None and book.best_ask is not None:
             # realised slippage against the mid when the fill arrived, bps (positive = worse)
@@ -500,15 +515,11 @@ class Runtime:
         }
         if core.policy.last_var is not None:
             values["engine_value_at_risk"] = float(getattr(core.policy.last_var, "var", 0.0) or 0.0)
-        stats = core.om.stats
-        values["engine_orders_sent_total"] = {s: float(sum(1 for o in core.om.orders() if o.symbol == s
-                                                             and o.state != "Rejected")) for s in self.books}
-        values["engine_order_rejects_total"] = float(sum(1 for o in core.om.orders() if o.state == "Rejected"
-                                                         and not o.reject_reason.startswith("RISK_")))
-        fills = core.portfolio.fills
-        values["engine_fills_total"] = {s: float(sum(1 for f in fills if f.symbol == s)) for s in self.books}
-        values["engine_filled_lots_total"] = {s: float(sum(f.qty for f in fills if f.symbol == s)) for s in self.books}
-        values["engine_orders_filled_total"] = float(len({f.cl_ord_id for f in fills}))
+        values["engine_orders_sent_total"] = {s: float(self._orders_sent[s]) for s in self.books}
+        values["engine_order_rejects_total"] = float(self._venue_rejects)
+        values["engine_fills_total"] = {s: float(self._fills[s]) for s in self.books}
+        values["engine_filled_lots_total"] = {s: float(self._filled_lots[s]) for s in self.books}
+        values["engine_orders_filled_total"] = float(len(self._filled_orders))
         values["engine_reconciliation_mismatches"] = float(self.reconciliation_mismatches)
         values["engine_slippage_bps"] = {s: sum(v) / len(v) for s, v in self._slippage.items() if v}
         values["engine_expected_slippage_bps"] = {s: float(self.config.simulation.slippage_bps)
@@ -516,7 +527,6 @@ class Runtime:
         if self.shadow is not None and self.shadow.summary()["mean_error_bps"] is not None:
             sym = next(iter(self.books))
             values["engine_slippage_model_error_bps"] = {sym: float(self.shadow.summary()["mean_error_bps"])}
-        del stats
         if feed is not None:
             values["engine_feed_gaps_total"] = float(feed.counters.gaps)
             values["engine_quote_staleness_seconds"] = {

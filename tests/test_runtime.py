@@ -205,6 +205,7 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
         try:
             book = rt.books["AAPL"]
             oid = rt.core.om.submit("AAPL", 0, 3, book.best_ask + 5, "IOC", owner="strategy")
+            rt.core.om.submit("AAPL", 0, 10**9, book.best_ask, "DAY", owner="strategy")   # risk-rejected
             for _ in range(40):
                 rt.sim.advance_to(time.time_ns() + 10**9)
                 await asyncio.sleep(0.02)
@@ -223,6 +224,9 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
     assert state == "Filled"
     text = metrics.body.decode()
     assert 'engine_fills_total{symbol="AAPL"} 1.0' in text and "engine_kill_switch_tripped 0.0" in text
+    # counted as the events came: the risk-rejected order never went out
+    assert 'engine_orders_sent_total{symbol="AAPL"} 1.0' in text and 'engine_orders_filled_total 1.0' in text
+    assert 'engine_filled_lots_total{symbol="AAPL"} 3.0' in text and "engine_order_rejects_total 0.0" in text
     assert "engine_risk_rejects_total" in text and "engine_quote_staleness_seconds" in text
     import re
     md = re.search(r"^engine_market_data_latency_seconds_count (\S+)", text, re.M)
@@ -232,7 +236,7 @@ def test_runtime_records_logs_store_capture_and_metrics(tmp_path):
     assert acks and float(acks.group(1)) >= 1, "the order-to-ack histogram got no sample"
     db = sqlite3.connect(store / "engine.db")
     assert db.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
-    assert db.execute("SELECT state FROM orders").fetchall()[-1][0] == "Filled"
+    assert sorted(r[0] for r in db.execute("SELECT state FROM orders")) == ["Filled", "Rejected"]
     assert '"fill"' in (store / "logs" / "fills.log").read_text()
     assert (store / "logs" / "orders.log").read_text().count("\n") >= 2
     quotes = read_capture(store / "capture", "quotes")
