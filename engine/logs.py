@@ -210,6 +210,9 @@ class _BatchingQueueListener(logging.handlers.QueueListener):
                     stop = True
                 else:
                     self.handle(record)
+                    # hand the GIL back between records: the event loop, if it is waiting
+                    # for it, waits for one record's formatting, not for the whole batch
+                    time.sleep(0)
                 if has_task_done:
                     q.task_done()
             if stop:
