@@ -38,6 +38,7 @@ routing key, venue passwords at startup.
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
 import logging
 import logging.handlers
@@ -115,11 +116,21 @@ def redact_text(text: str) -> str:
     return _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY_RE.search(key) is not None
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
 def redact_value(value: Any, key: str | None = None) -> Any:
     """Redact a field value: everything under a secret-looking key; recursively
     inside mappings and sequences; strings through `redact_text`."""
-    if key is not None and _SECRET_KEY_RE.search(key):
+    if key is not None and _is_secret_key(key):
         return REDACTED
+    if type(value) in _PLAIN:          # ids, quantities, prices: nothing to redact
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
@@ -215,6 +226,11 @@ class _BatchingQueueListener(logging.handlers.QueueListener):
                     time.sleep(0)
                 if has_task_done:
                     q.task_done()
+            for h in self.handlers:    # the file handlers write a batch with one flush
+                try:
+                    h.flush()
+                except Exception:  # noqa: BLE001 - a full disk must not end the log thread
+                    pass
             if stop:
                 return
             time.sleep(LOG_WRITE_INTERVAL_S)
@@ -338,16 +354,67 @@ class LoggingHandle:
             h.close()
 
 
+class _SizeRotatingFile(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler that formats a record once (the stock one formats it again
+    to decide on rotation, and stats the file) and leaves the flush to the end of the
+    listener's batch (one write per batch, not per record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
+                self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+            self.stream.write(msg)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
+class _TimeRotatingFile(logging.handlers.TimedRotatingFileHandler):
+    """TimedRotatingFileHandler with the flush left to the end of the listener's batch."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+class _PlainFile(logging.FileHandler):
+    """FileHandler with the flush left to the end of the listener's batch."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
 def _file_handler(cfg: LogConfig, path: Path) -> logging.Handler:
     if cfg.rotation == "size":
-        h: logging.Handler = logging.handlers.RotatingFileHandler(
+        h: logging.Handler = _SizeRotatingFile(
             path, maxBytes=cfg.max_bytes, backupCount=cfg.backup_count, encoding="utf-8")
     elif cfg.rotation == "time":
-        h = logging.handlers.TimedRotatingFileHandler(
+        h = _TimeRotatingFile(
             path, when=cfg.when, interval=cfg.interval, backupCount=cfg.backup_count, encoding="utf-8",
             utc=True)
     else:
-        h = logging.FileHandler(path, encoding="utf-8")
+        h = _PlainFile(path, encoding="utf-8")
     if cfg.archive_dir is not None and cfg.rotation != "none":
         h.rotator = _archiving_rotator(Path(cfg.archive_dir))       # type: ignore[attr-defined]
     return h
@@ -409,9 +476,12 @@ def setup_logging(config: LogConfig, *, secrets: Iterable[str] = (),
 def _emit(logger_name: str, event: str, fields: Mapping[str, Any]) -> None:
     lg = logging.getLogger(logger_name)
     if lg.isEnabledFor(logging.INFO):
-        clash = set(fields) & _STD_ATTRS
-        extra = {(f"{k}_" if k in clash else k): v for k, v in fields.items()}
-        lg.info(event, extra=extra)
+        clash = _STD_ATTRS.intersection(fields)
+        extra = {(f"{k}_" if k in clash else k): v for k, v in fields.items()} if clash else dict(fields)
+        # the record directly (Logger.info would walk the stack for the caller's file and
+        # line, which these JSON lines do not carry): this runs on the event loop, once
+        # per order event
+        lg.handle(lg.makeRecord(logger_name, logging.INFO, "", 0, event, None, None, extra=extra))
 
 
 def log_order(event: str, **fields: Any) -> None:
