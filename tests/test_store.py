@@ -351,3 +351,19 @@ def test_backup_refuses_bad_arguments_and_a_broken_journal(tmp_path):
     assert backup.backup_main(tmp_path / "engine.sqlite", tmp_path / "journal", tmp_path / "b", out=out) == 1
     assert "does not verify" in out.getvalue() and "record seq 1" in out.getvalue()
     assert not any((tmp_path / "b").iterdir())                      # the failed backup left nothing
+
+
+def test_a_bad_row_inside_a_run_of_the_same_statement_costs_only_itself(st):
+    """The writer commits runs of one statement with executemany; when a row of the run
+    fails, the run is redone row by row: the rows around it are kept."""
+    from engine.store import _Op
+    sql = "INSERT INTO probe (k, v) VALUES (?, ?)"
+    st._wconn.execute("CREATE TABLE probe (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    ops = [_Op(sql, (1, "a"), "probe 1"), _Op(sql, (2, None), "probe 2"), _Op(sql, (3, "c"), "probe 3")]
+    st._commit(st._wconn, ops)
+    assert [r[0] for r in st._wconn.execute("SELECT k FROM probe ORDER BY k")] == [1, 3]
+    assert st.stats["failed"] == 1 and st.stats["committed"] == 2
+    with pytest.raises(StoreError, match="probe 2: NOT NULL"):
+        st.flush()
+    st._commit(st._wconn, [_Op(sql, (4, "d"), "probe 4"), _Op(sql, (5, "e"), "probe 5")])
+    assert st.stats["committed"] == 4
