@@ -354,20 +354,23 @@ class LoggingHandle:
             h.close()
 
 
-class _SizeRotatingFile(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler that formats a record once (the stock one formats it again
-    to decide on rotation, and stats the file) and leaves the flush to the end of the
-    listener's batch (one write per batch, not per record)."""
+class _BatchFlushed:
+    """File handlers of the log thread: a record is formatted once and written; the
+    flush comes at the end of the listener's batch (one write per batch, not per
+    record). The stock rotating handler also formatted each record a second time, and
+    stat'ed the file, to decide on rotation."""
+
+    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
+        """Rotate before writing `msg` if it is time to (subclasses)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = self.format(record) + self.terminator
             if self.stream is None:
                 self.stream = self._open()
-            if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
-                self.doRollover()
-                if self.stream is None:
-                    self.stream = self._open()
+            self._rotate_first(record, msg)
+            if self.stream is None:
+                self.stream = self._open()
             self.stream.write(msg)
         except RecursionError:
             raise
@@ -375,34 +378,20 @@ class _SizeRotatingFile(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
 
-class _TimeRotatingFile(logging.handlers.TimedRotatingFileHandler):
-    """TimedRotatingFileHandler with the flush left to the end of the listener's batch."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if self.shouldRollover(record):
-                self.doRollover()
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(self.format(record) + self.terminator)
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001
-            self.handleError(record)
+class _SizeRotatingFile(_BatchFlushed, logging.handlers.RotatingFileHandler):
+    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
+        if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
+            self.doRollover()
 
 
-class _PlainFile(logging.FileHandler):
-    """FileHandler with the flush left to the end of the listener's batch."""
+class _TimeRotatingFile(_BatchFlushed, logging.handlers.TimedRotatingFileHandler):
+    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
+        if self.shouldRollover(record):
+            self.doRollover()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(self.format(record) + self.terminator)
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001
-            self.handleError(record)
+
+class _PlainFile(_BatchFlushed, logging.FileHandler):
+    pass
 
 
 def _file_handler(cfg: LogConfig, path: Path) -> logging.Handler:
