@@ -1,9 +1,17 @@
 """Shared fixtures: the real market data in ../shared/data, and (later) event loops."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed set of examples (HYPOTHESIS_PROFILE=ci, set by
+# .ci/run): a red CI then means the change, not the draw. Local runs keep exploring
+# new examples; what they find is pinned with @example.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
