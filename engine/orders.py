@@ -946,12 +946,8 @@ class OrderManager(OrderPath):
         # missed fills first: the venue filled more than we know
         if report.cum_qty is not None and report.cum_qty > order.cum_qty:
             missing = report.cum_qty - order.cum_qty
-            px = report.last_px
-            if report.avg_px is not None:
-                total = report.avg_px * report.cum_qty - order.fill_notional
-                px = max(1, round(total / missing))
-            if px <= 0:
-                px = order.price or 0
+            px = missed_fill_price(missing, report.cum_qty, report.avg_px, report.last_px,
+                                   order.fill_notional, order.price)
             self._raise_alert("missed_fill", f"order {order.cl_ord_id}: venue cum {report.cum_qty} > "
                                              f"ours; booking {missing} @ {px} from the status answer")
             if px > 0:
@@ -1164,6 +1160,20 @@ class OrderManager(OrderPath):
         except (ValueError, OverflowError) as exc:
             self._raise_alert("kernel_update", f"close of {order.cl_ord_id}: {exc}")
         order.reserved, order.kernel_open = 0, False
+
+
+def missed_fill_price(missing: int, venue_cum: int, avg_px: float | None, last_px: int,
+                      known_notional: int, limit_price: int | None) -> int:
+    """Price (ticks) of `missing` lots the venue filled that we never heard of (a status
+    answer's cumulative quantity is above ours): what the venue's average price leaves
+    after the fills we know (`known_notional`, tick-lots), else its last price, else the
+    order's limit; 0 when none is known. The order manager and journal replay share it."""
+    px = last_px
+    if avg_px is not None:
+        px = max(1, round((avg_px * venue_cum - known_notional) / missing))
+    if px <= 0:
+        px = limit_price or 0
+    return px
 
 
 def _need_int(value: Any, name: str) -> None:

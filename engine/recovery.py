@@ -83,6 +83,7 @@ from engine.orders import (
     Side,
     Tif,
     format_cl_ord_id,
+    missed_fill_price,
     parse_cl_ord_id,
 )
 from engine.portfolio import (
@@ -397,12 +398,7 @@ class JournalState:
         if r.cum_qty is not None and r.cum_qty > order.cum_qty:
             # the order manager's rule for a missed fill (engine.orders.OrderManager._on_status)
             missing = r.cum_qty - order.cum_qty
-            px = r.last_px
-            if r.avg_px is not None:
-                total = r.avg_px * r.cum_qty - order.notional
-                px = max(1, round(total / missing))
-            if px <= 0:
-                px = order.price or 0
+            px = missed_fill_price(missing, r.cum_qty, r.avg_px, r.last_px, order.notional, order.price)
             if px > 0:
                 self.inferred += 1
                 fills.append(self._book(order, missing, px, f"status:{order.cl_ord_id}:{r.cum_qty}",
