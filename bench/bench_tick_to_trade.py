@@ -69,6 +69,7 @@ from core_ext import fix as fx
 from core_ext import itch
 from core_ext import t2t as ct
 from engine.assembly import TradingCore, build_core
+from engine.compiled_path import instrument_rows
 from engine.config import Config, parse_config
 from engine.instruments import Instrument
 from engine.orders import ExecKind, ExecutionReport, Order, Side, Tif, format_cl_ord_id
@@ -197,18 +198,8 @@ state_file = "{(storage / 'killswitch.json').as_posix()}"
 {venue}"""
 
 
-def t2t_instruments(config: Config) -> list[tuple[str, int, int, int, int]]:
-    """TickToTrade's instrument rows from an engine config: (symbol, inst_id,
-    price4_per_tick, decimals, price_mult)."""
-    rows = []
-    for inst in config.instruments:
-        mult, decimals = tick_parts(inst.tick_size)
-        p4 = inst.tick_size * 10_000
-        if p4 != p4.to_integral_value() or p4 < 1:
-            raise ValueError(f"{inst.symbol}: tick size {inst.tick_size} is not a whole number of "
-                             f"ITCH price units (0.0001)")
-        rows.append((inst.symbol, inst.inst_id, int(p4), decimals, mult))
-    return rows
+# TickToTrade's instrument rows from an engine config: what `engine run` builds
+t2t_instruments = instrument_rows
 
 
 # ----------------------------------------------------------------------------- packets
@@ -343,15 +334,11 @@ class EnginePipeline:
             self.applier = itch.ItchBookApplier(list(self.books.values()), strict=False, create_books=False)
             for s in inst:
                 self.applier.set_price_divisor(s, PRICE4_PER_TICK)
-            self._apply = self._apply_compiled
-            if type(self.applier).apply_packet is itch.ItchBookApplier.apply_packet:
-                self._apply = _top_changed_of(self.applier.apply_packet)
+            apply_packet = self.applier.apply_packet
+            self._apply = lambda packet: apply_packet(packet).top_changed
         self.symbols = list(inst)
         self.inst_id = {s: i.inst_id for s, i in inst.items()}
         self.core.start()
-
-    def _apply_compiled(self, packet: bytes):
-        return self.applier.apply_packet(packet).top_changed
 
     def _apply_ref(self, packet: bytes):
         return self.applier.apply_packet(packet)["top_changed"]
@@ -409,14 +396,6 @@ class CythonPipeline:
         for r in t.drain_orders().tolist():
             if r[8] == ct.OUTCOME_SENT:        # outcome
                 k.on_cancel(r[2], r[9], r[3])    # inst_id, side, qty
-
-
-def _top_changed_of(apply_packet):
-    """packet -> the indices of the books whose top changed (ItchApplyResult.top_changed),
-    as one closure rather than a method calling a method."""
-    def apply(packet: bytes):
-        return apply_packet(packet).top_changed
-    return apply
 
 
 def _use_reference_kernel(core: TradingCore, config: Config) -> None:

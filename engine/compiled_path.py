@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from core_ext import risk as rk
 from core_ext import t2t as ct
+from engine.config import Config
 from engine.errors import EngineError
 from engine.strategy import CompiledStrategy
 from gateway.instruments import tick_parts
@@ -65,6 +67,19 @@ def split_messages(data: bytes) -> list[bytes]:
         start = nxt + 1
 
 
+def instrument_rows(config: Config, symbols: Iterable[str] | None = None) -> list[tuple[str, int, int, int, int]]:
+    """TickToTrade's instrument rows, (symbol, inst_id, price4_per_tick, decimals,
+    price_mult), for `symbols` in that order (default: the config's instruments)."""
+    from engine.runtime import price4_per_tick
+    instruments = config.instruments_by_symbol
+    rows = []
+    for symbol in (symbols if symbols is not None else instruments):
+        inst = instruments[symbol]
+        mult, decimals = tick_parts(inst.tick_size)
+        rows.append((symbol, inst.inst_id, price4_per_tick(inst.tick_size), decimals, mult))
+    return rows
+
+
 class CompiledPath:
     """Wires a CompiledStrategy into a started Runtime (its feed and FIX session)."""
 
@@ -84,13 +99,7 @@ class CompiledPath:
         self.fix = rt.fix
         self.session = rt.fix.client.session
         self.symbols = list(self.feed.applier.symbols)
-        instruments = rt.config.instruments_by_symbol
-        rows = []
-        for symbol in self.symbols:
-            inst = instruments[symbol]
-            mult, decimals = tick_parts(inst.tick_size)
-            from engine.runtime import price4_per_tick
-            rows.append((symbol, inst.inst_id, price4_per_tick(inst.tick_size), decimals, mult))
+        rows = instrument_rows(rt.config, self.symbols)
         ids = self.om.ids
         ids.max_seq = FIRST_SEQ - 1            # the order manager's own ids stay below ours
         self.t2t = ct.TickToTrade(rows, self.core.kernel, self.session.encoder, strategy.cstrategy,
