@@ -229,8 +229,9 @@ class _BatchingQueueListener(logging.handlers.QueueListener):
             for h in self.handlers:    # the file handlers write a batch with one flush
                 try:
                     h.flush()
-                except Exception:  # noqa: BLE001 - a full disk must not end the log thread
-                    pass
+                except Exception as exc:  # noqa: BLE001 - a full disk must not end the log thread
+                    # said where logging itself reports its failures, never swallowed
+                    sys.stderr.write(f"engine.logs: flushing {getattr(h, 'baseFilename', h)} failed: {exc!r}\n")
             if stop:
                 return
             time.sleep(LOG_WRITE_INTERVAL_S)
