@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from engine.orders import OrdStatus, Side
 from tests.test_runtime import start_runtime, start_venue
 
@@ -57,7 +59,23 @@ def test_every_limit_rejects_before_the_venue_sees_the_order(tmp_path):
     assert venue_saw == n_accepted
 
 
-def test_daily_loss_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_path):
+def _daily_loss_breach(core) -> None:
+    # a loss beyond the configured daily limit: the day started richer than we are now
+    core.policy.start_day(core.portfolio.equity() + float(core.config.risk.daily_loss_limit) + 1)
+    core.policy.on_timer(time.time_ns())
+
+
+def _drawdown_breach(core) -> None:
+    # equity has fallen further from its peak than max_drawdown_pct allows
+    equity = core.portfolio.equity()
+    core.policy.start_day(equity)
+    core.policy.peak_equity = equity / (1 - (core.config.risk.max_drawdown_pct + 1) / 100)
+    core.policy.check()
+
+
+@pytest.mark.parametrize("breach, word", [(_daily_loss_breach, "loss"), (_drawdown_breach, "drawdown")],
+                         ids=["daily-loss", "drawdown"])
+def test_a_loss_limit_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_path, breach, word):
     async def main():
         venue = await start_venue()
         rt = await start_runtime(tmp_path, venue, "small")
@@ -67,9 +85,7 @@ def test_daily_loss_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_p
             resting = core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 40, "DAY", owner="strategy")
             await asyncio.sleep(0.3)
             assert core.om.order(resting).state == OrdStatus.NEW
-            # a loss beyond the configured daily limit: the day started richer than we are now
-            core.policy.start_day(core.portfolio.equity() + float(core.config.risk.daily_loss_limit) + 1)
-            core.policy.on_timer(time.time_ns())
+            breach(core)
             await asyncio.sleep(0.8)
             ours = engine_orders_at(venue)
             return core.killswitch.tripped, core.killswitch.reason, core.om.order(resting).state, ours
@@ -77,9 +93,9 @@ def test_daily_loss_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_p
             await rt.stop()
             await venue.stop()
     tripped, reason, state, ours = asyncio.run(main())
-    assert tripped and "loss" in reason.lower(), reason
+    assert tripped and word in reason.lower(), reason
     assert state == OrdStatus.CANCELED
-    assert ours == [], "the venue still holds an order of ours after the daily-loss trip"
+    assert ours == [], f"the venue still holds an order of ours after the {word} trip"
 
 
 def test_reconciliation_catches_a_position_changed_behind_the_engines_back(tmp_path, monkeypatch):
@@ -334,29 +350,3 @@ def test_stop_policy_cancels_orders_and_flattens_when_configured(tmp_path):
     assert kept == 4 and state == OrdStatus.CANCELED and ours == []
     flat, state, ours = asyncio.run(main(True, "flatten"))
     assert flat == 0 and state == OrdStatus.CANCELED and ours == []
-
-
-def test_drawdown_breach_trips_the_kill_switch_and_leaves_no_open_orders(tmp_path):
-    async def main():
-        venue = await start_venue()
-        rt = await start_runtime(tmp_path, venue, "small")
-        try:
-            core = rt.core
-            book = rt.books["AAPL"]
-            resting = core.om.submit("AAPL", Side.BUY, 1, book.best_bid - 40, "DAY", owner="strategy")
-            await asyncio.sleep(0.3)
-            assert core.om.order(resting).state == OrdStatus.NEW
-            # equity has fallen further from its peak than max_drawdown_pct allows
-            equity = core.portfolio.equity()
-            core.policy.start_day(equity)
-            core.policy.peak_equity = equity / (1 - (core.config.risk.max_drawdown_pct + 1) / 100)
-            core.policy.check()
-            await asyncio.sleep(0.8)
-            ours = engine_orders_at(venue)
-            return core.killswitch.tripped, core.killswitch.reason, core.om.order(resting).state, ours
-        finally:
-            await rt.stop()
-            await venue.stop()
-    tripped, reason, state, ours = asyncio.run(main())
-    assert tripped and "drawdown" in reason, reason
-    assert state == OrdStatus.CANCELED and ours == []
