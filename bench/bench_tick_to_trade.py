@@ -684,7 +684,7 @@ feed_session = "{side.venue.options.itch_session}"
     reader = asyncio.gather(read(proc.stdout), read(proc.stderr))
     try:
         ok = await asyncio.wait_for(running, 60)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ok = False
     if not ok:
         if proc.returncode is None:
@@ -719,7 +719,7 @@ def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = Fals
                         proc.send_signal(signal.SIGTERM)
                     try:
                         code = await asyncio.wait_for(proc.wait(), 30)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         proc.kill()
                         code = await proc.wait()
                     await reader

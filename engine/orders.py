@@ -49,10 +49,11 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from core_ext import risk as rk
-from core_ext import orderpath
 from core_ext.orderpath import OrderPath
 from core_ext.records import OrderRecord, OrderSnapshotRecord, format_cl_ord_id_fast
+
+from core_ext import orderpath
+from core_ext import risk as rk
 from engine.instruments import Instrument
 
 log = logging.getLogger("engine.orders")

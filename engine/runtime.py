@@ -17,12 +17,12 @@ graceful stop (cancel open orders; keep or flatten positions per config).
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import hashlib
 import logging
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -38,8 +38,8 @@ from engine.errors import EngineError
 from engine.evidence import EvidenceStore, StageRun
 from engine.journal import Journal, JournalError
 from engine.metrics import EngineMetrics, MetricsCollector, risk_kernel_source
-from engine.promotion import PromotionGate, criteria_from_config
 from engine.orders import TERMINAL_RETENTION_NS
+from engine.promotion import PromotionGate, criteria_from_config
 from engine.shadow_execution import ShadowExecution
 from engine.sim_execution import SimExecution
 from engine.venue_execution import FixExecution, OuchExecution
@@ -192,7 +192,7 @@ class Runtime:
         if self.fix is not None:
             try:
                 await self.fix.client.start(wait_logged_on=5.0)
-            except (asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:
                 why = self.fix.client.session.last_disconnect_reason
                 raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our logon "
                                   f"within 5 s ({why or repr(exc)})") from None
@@ -200,7 +200,7 @@ class Runtime:
             await self.ouch.client.start()
             try:
                 await self.ouch.client.wait_logged_in(5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise EngineError(f"venue {cfg.venue.host}:{cfg.venue.port} did not accept our OUCH login "
                                   f"within 5 s ({self.ouch.client.rejected or 'no answer'})") from None
         await self.recovery.reconcile(self)    # step 3: raises (trading blocked) if the venue disagrees
@@ -687,7 +687,7 @@ async def run(options: RunOptions) -> int:
                               f":{config.venue.feed_request_port if config.venue else 9880} within "
                               f"{options.feed_wait_s} s (is `engine venue` running?)")
         if stage in REAL_STAGES or not options.skip_preflight:
-            from engine.preflight import run_checks, format_table
+            from engine.preflight import format_table, run_checks
             results = await run_checks(rt)
             rt.preflight_report = results
             print(format_table(results), flush=True)

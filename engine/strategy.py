@@ -45,8 +45,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core_ext.book import BOOK_TOP_CHANGED, BOOK_UNCHANGED, L2Book
 from core_ext.records import Quote, Trade
+
+from core_ext.book import BOOK_TOP_CHANGED, BOOK_UNCHANGED, L2Book
 from engine.instruments import Instrument
 from engine.orders import Fill, OrderManager, OrderSnapshot, Side, Tif
 from engine.portfolio import PnlSnapshot, Portfolio

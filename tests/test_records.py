@@ -7,11 +7,11 @@ import pickle
 
 import numpy as np
 import pytest
+from core_ext.records import OrderRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core_ext import itch
-from core_ext.records import OrderRecord
 from engine.orders import (
     Order,
     OrderSnapshot,
