@@ -117,16 +117,20 @@ class CompiledPath:
         session = self.session
         if self.om.blocked or not self.core.host.running or not session.logged_on:
             return feed.applier.apply_packet(packet)           # books only: nothing may trade
-        t.next_seq_num = session.next_sender_seq
+        first_seq = t.next_seq_num = session.next_sender_seq
+        packets = t.packets
         try:
             out = t.process(packet)
         except Exception as exc:  # noqa: BLE001 - a strategy bug stops the strategy, not the engine
+            if t.packets == packets:
+                raise                       # the packet itself did not apply: the feed handler's error
             self.errors += 1
             log.error("compiled strategy failed; stopping it", exc_info=exc)
             self.core.host._failed("on_top", exc)
-            out = None
-            if t.last_result is None:
-                raise
+            # what this packet encoded never reached the session: not sent
+            if t.pending_orders:
+                self.register(unsent_from_seq=first_seq)
+            return t.last_result
         if out is not None:
             for msg in split_messages(out):
                 session.commit_encoded(b"D", msg)
@@ -136,12 +140,15 @@ class CompiledPath:
             self.register()
         return t.last_result
 
-    def register(self) -> int:
+    def register(self, unsent_from_seq: int | None = None) -> int:
         """The order log -> the order manager (and the FIX client's memory of what it
-        sent), after the bytes left. Returns how many orders."""
+        sent), after the bytes left. Returns how many orders. ``unsent_from_seq``: the
+        orders encoded with this MsgSeqNum or later never reached the session (the
+        strategy failed mid-packet): their reservation goes back to the kernel and they
+        are recorded as rejected."""
         rows = self.t2t.drain_orders().tolist()
-        om, symbols = self.om, self.symbols
-        for cl, ts_ns, _inst_id, qty, price, _seq, _pseq, idx, outcome, side, tif in rows:
+        om, symbols, kernel = self.om, self.symbols, self.core.kernel
+        for cl, ts_ns, inst_id, qty, price, seq, _pseq, idx, outcome, side, tif in rows:
             if side not in (0, 1) or tif > 3:      # refused by the kernel in C: nothing to track
                 log.error("compiled strategy asked for an order with side %s tif %s (refused, outcome %s)",
                           side, tif, outcome)
@@ -150,6 +157,9 @@ class CompiledPath:
             if outcome != ct.OUTCOME_SENT:
                 refused = ("ENCODE_FAILED" if outcome == ct.OUTCOME_ENCODE_FAILED
                            else rk.REJECT_REASONS.get(outcome, f"RISK_{outcome}"))
+            elif unsent_from_seq is not None and seq >= unsent_from_seq:
+                kernel.on_cancel(inst_id, side, qty)
+                refused = "NOT_SENT: the strategy failed before the packet's orders were written"
             order = om.record_sent(cl, symbols[idx], side, qty, None if price == rk.NO_PRICE else price, tif,
                                    ts_ns, refused=refused, owner=self.owner)
             if not refused:

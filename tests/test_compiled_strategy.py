@@ -126,3 +126,27 @@ def test_engine_runs_a_cython_strategy_against_the_venue(tmp_path):
     journaled = {r.payload["cl_ord_id"] for r in records if r.payload.get("compiled")}
     assert {o.cl_ord_id for o in ours} <= journaled
     assert all(o.state in (OrdStatus.CANCELED, OrdStatus.REJECTED, OrdStatus.FILLED) for o in ours)
+
+
+def test_a_packet_that_does_not_apply_is_the_feed_handlers_error_not_the_strategys(tmp_path):
+    """CompiledPath.apply: a packet the applier refuses propagates to the feed handler
+    (its gap and framing logic); the strategy is not stopped for it."""
+    from types import SimpleNamespace
+
+    from core_ext import fix as fx
+    from core_ext import itch
+    from engine.compiled_path import CompiledPath, instrument_rows
+    from engine.risk_policy import build_kernel
+    config = load_config(compiled_config(tmp_path, 9878, 9880, "small"))
+    kernel = build_kernel(config)
+    t2t = ct.TickToTrade(instrument_rows(config), kernel, fx.FixEncoder("A", "B"), ct.QuoteAtTouch(qty=1),
+                         FIRST_SEQ)
+    failures = []
+    cp = CompiledPath.__new__(CompiledPath)     # the runtime's parts, reduced to what apply reads
+    cp.t2t, cp.feed, cp.errors = t2t, SimpleNamespace(applier=t2t.applier), 0
+    cp.session = SimpleNamespace(logged_on=True, next_sender_seq=1)
+    cp.om = SimpleNamespace(blocked=False)
+    cp.core = SimpleNamespace(host=SimpleNamespace(running=True, _failed=lambda *a: failures.append(a)))
+    with pytest.raises(itch.ItchDecodeError):
+        cp.apply(b"not a MoldUDP64 packet")
+    assert failures == [] and cp.errors == 0 and t2t.packets == 0
