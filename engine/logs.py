@@ -4,7 +4,11 @@
 ``engine`` and ``gateway`` loggers (and on the three record loggers below); a
 ``QueueListener`` thread formats the records with orjson and writes the files, so no
 file I/O happens on the event loop. The caller's thread only copies the record, with
-its message formatted, onto the queue.
+its message formatted, onto the queue -- except for the order, fill and risk lines
+(one or more per order event), which the caller formats and redacts itself
+(``format_record_line``, a few microseconds, after the order has left): the log thread
+only writes them, so it takes the GIL from the event loop once per batch instead of
+once per line.
 
 Files in ``directory``:
 
@@ -78,6 +82,8 @@ _KV_RE = re.compile(
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _secret_re: re.Pattern[str] | None = None
+# short text -> its redaction (format_record_line); cleared when the secrets change
+_redacted_short: dict[str, str] = {}
 
 # Attributes every LogRecord has; anything else came in through extra= and is a field.
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -95,6 +101,7 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
         alts = sorted(_secrets, key=len, reverse=True)
         _secret_re = re.compile("|".join(re.escape(s) for s in alts))
+        _redacted_short.clear()
 
 
 def clear_secrets() -> None:
@@ -103,6 +110,7 @@ def clear_secrets() -> None:
     with _secrets_lock:
         _secrets.clear()
         _secret_re = None
+        _redacted_short.clear()
 
 
 def redact_text(text: str) -> str:
@@ -202,6 +210,18 @@ class JsonFormatter(logging.Formatter):
 LOG_WRITE_INTERVAL_S = 0.02
 
 
+class _RecordLine:
+    """An orders/fills/risk log line formatted and redacted on the caller's thread, so the
+    log thread only writes it: formatting it there (filters, a LogRecord, the JSON
+    formatter) held the GIL 10-30 us a line, and every line was a GIL handoff with
+    the event loop."""
+    __slots__ = ("logger", "text")
+
+    def __init__(self, logger: str, text: str) -> None:
+        self.logger = logger
+        self.text = text
+
+
 class _BatchingQueueListener(logging.handlers.QueueListener):
     """QueueListener that handles what has queued up, then sleeps LOG_WRITE_INTERVAL_S."""
 
@@ -219,6 +239,9 @@ class _BatchingQueueListener(logging.handlers.QueueListener):
             for record in batch:
                 if record is self._sentinel:
                     stop = True
+                elif type(record) is _RecordLine:
+                    # formatted on the caller's thread: a string append, no GIL handoff
+                    self._write_line(record)
                 else:
                     self.handle(record)
                     # hand the GIL back between records: the event loop, if it is waiting
@@ -235,6 +258,17 @@ class _BatchingQueueListener(logging.handlers.QueueListener):
             if stop:
                 return
             time.sleep(LOG_WRITE_INTERVAL_S)
+
+    line_handlers: dict[str, logging.Handler] = {}
+
+    def _write_line(self, line: _RecordLine) -> None:
+        handler = self.line_handlers.get(line.logger)
+        if handler is None:
+            return
+        try:
+            handler.write_text(line.text)           # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a full disk must not end the log thread
+            sys.stderr.write(f"engine.logs: writing {getattr(handler, 'baseFilename', handler)} failed: {exc!r}\n")
 
 
 class _PreparingQueueHandler(logging.handlers.QueueHandler):
@@ -345,6 +379,8 @@ class LoggingHandle:
         if self._stopped:
             return
         self._stopped = True
+        if self.queue_handler in _line_sinks:
+            _line_sinks.remove(self.queue_handler)
         for lg in self.loggers:
             lg.removeHandler(self.queue_handler)
             if lg.name in self._saved_levels:
@@ -361,8 +397,17 @@ class _BatchFlushed:
     record). The stock rotating handler also formatted each record a second time, and
     stat'ed the file, to decide on rotation."""
 
-    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
+    def _rotate_first(self, record: logging.LogRecord | None, msg: str) -> None:
         """Rotate before writing `msg` if it is time to (subclasses)."""
+
+    def write_text(self, msg: str) -> None:
+        """Write an already formatted line (`_RecordLine`), rotating first if due."""
+        if self.stream is None:
+            self.stream = self._open()
+        self._rotate_first(None, msg)
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.write(msg)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -380,14 +425,14 @@ class _BatchFlushed:
 
 
 class _SizeRotatingFile(_BatchFlushed, logging.handlers.RotatingFileHandler):
-    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
+    def _rotate_first(self, record: logging.LogRecord | None, msg: str) -> None:
         if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
             self.doRollover()
 
 
 class _TimeRotatingFile(_BatchFlushed, logging.handlers.TimedRotatingFileHandler):
-    def _rotate_first(self, record: logging.LogRecord, msg: str) -> None:
-        if self.shouldRollover(record):
+    def _rotate_first(self, record: logging.LogRecord | None, msg: str) -> None:
+        if self.shouldRollover(record):      # decided on the clock alone (the record is unused)
             self.doRollover()
 
 
@@ -431,10 +476,12 @@ def setup_logging(config: LogConfig, *, secrets: Iterable[str] = (),
     system.setLevel(level)
     system.addFilter(_NameFilter(exclude=_RECORD_LOGGERS))
     handlers.append(system)
+    line_handlers: dict[str, logging.Handler] = {}
     for name, filename in _RECORD_LOGGERS.items():
         h = _file_handler(config, directory / filename)
         h.addFilter(_NameFilter(include=[name]))
         handlers.append(h)
+        line_handlers[name] = h
     if config.console:
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(level)
@@ -447,6 +494,8 @@ def setup_logging(config: LogConfig, *, secrets: Iterable[str] = (),
     q: queue.Queue[logging.LogRecord] = queue.Queue(config.queue_size)
     qh = _PreparingQueueHandler(q)
     listener = _BatchingQueueListener(q, *handlers, respect_handler_level=True)
+    # the record loggers' lines skip the filters: _emit formats and redacts them
+    listener.line_handlers = line_handlers
     installed: list[logging.Logger] = []
     saved: dict[str, int] = {}
     for name in [*loggers, *_RECORD_LOGGERS]:
@@ -460,10 +509,89 @@ def setup_logging(config: LogConfig, *, secrets: Iterable[str] = (),
             lg.setLevel(level)
         installed.append(lg)
     listener.start()
+    _line_sinks.append(qh)
     return LoggingHandle(listener, qh, installed, handlers, saved)
 
 
+# the queue handlers of the installed setups (setup_logging): record lines go onto
+# their queues directly, formatted (one entry per setup; normally exactly one)
+_line_sinks: list[_PreparingQueueHandler] = []
+
+# (epoch second, "YYYY-MM-DDTHH:MM:SS") of the last record line: the date part is
+# formatted once a second, not per line
+_ts_second: tuple[int, str] = (-1, "")
+
+
+def _utc_timestamp_ns(t_ns: int) -> str:
+    """`utc_timestamp` from epoch nanoseconds, the date formatted once a second."""
+    global _ts_second
+    sec, ns = divmod(t_ns, 1_000_000_000)
+    cached = _ts_second
+    if cached[0] != sec:
+        cached = _ts_second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{ns // 1000:06d}Z"
+
+
+def format_record_line(logger_name: str, event: str, fields: Mapping[str, Any],
+                       t_ns: int | None = None) -> str:
+    """The JSON line (with its newline) the JSON formatter writes for a record logger's
+    `event` with `fields`, redacted as `RedactionFilter` would: the same keys in the
+    same order (a field named like a LogRecord attribute gets a trailing ``_``; one
+    named ts, level, logger or msg is dropped)."""
+    doc: dict[str, Any] = {
+        "ts": _utc_timestamp_ns(time.time_ns() if t_ns is None else t_ns),
+        "level": "INFO",
+        "logger": logger_name,
+        "msg": _redact_short(str(event)),
+    }
+    for key, value in fields.items():
+        out_key, secret = _field_key(key)
+        if out_key in doc:
+            continue
+        if secret:
+            doc[out_key] = REDACTED
+        elif type(value) in _PLAIN:
+            doc[out_key] = value
+        elif type(value) is str:
+            doc[out_key] = _redact_short(value)
+        else:
+            doc[out_key] = redact_value(value)
+    return orjson.dumps(doc, default=_default, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
+
+
+# field name -> (the key it is written under, whether its value is always redacted)
+_field_keys: dict[str, tuple[str, bool]] = {}
+
+
+def _field_key(key: str) -> tuple[str, bool]:
+    out = _field_keys.get(key)
+    if out is None:
+        renamed = f"{key}_" if key in _STD_ATTRS else key
+        out = _field_keys[key] = (renamed, _is_secret_key(renamed))
+    return out
+
+
+def _redact_short(text: str) -> str:
+    """`redact_text`, remembered for short strings (event names, symbols, reasons: a
+    small set, each redacted once rather than three regex passes a line). The memory
+    is forgotten whenever the registered secrets change."""
+    if len(text) > 64:
+        return redact_text(text)
+    cache = _redacted_short
+    out = cache.get(text)
+    if out is None:
+        if len(cache) >= 4096:
+            cache.clear()
+        out = cache[text] = redact_text(text)
+    return out
+
+
 def _emit(logger_name: str, event: str, fields: Mapping[str, Any]) -> None:
+    if _line_sinks:
+        line = _RecordLine(logger_name, format_record_line(logger_name, event, fields))
+        for sink in _line_sinks:
+            sink.enqueue(line)
+        return
     lg = logging.getLogger(logger_name)
     if lg.isEnabledFor(logging.INFO):
         clash = _STD_ATTRS.intersection(fields)

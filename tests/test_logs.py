@@ -181,3 +181,76 @@ def test_stop_removes_the_handlers(setup, tmp_path):
 
 def test_utc_timestamp():
     assert logs.utc_timestamp(1714571112.123456) == "2024-05-01T13:45:12.123456Z"
+
+
+def _through_logging(logger_name, event, fields):
+    """The line the logging path writes (a record, RedactionFilter, JsonFormatter)."""
+    clash = logs._STD_ATTRS.intersection(fields)
+    extra = {(f"{k}_" if k in clash else k): v for k, v in fields.items()}
+    rec = logging.getLogger(logger_name).makeRecord(logger_name, logging.INFO, "", 0, event, None, None,
+                                                    extra=extra)
+    rec.created = 1714571112.123456                  # a fixed instant: both paths format it
+    assert logs.RedactionFilter().filter(rec)
+    return logs.JsonFormatter().format(rec)
+
+
+@pytest.mark.parametrize("event,fields", [
+    ("PendingNew", {"cl_ord_id": 2**63 - 5, "symbol": "AAPL", "side": 0, "qty": 1, "price": 9972, "cum_qty": 0,
+                    "reason": None}),
+    ("new token=abcdef12", {"name": "clash", "msg": "dropped", "ts": "dropped", "password": "p4ss",
+                            "nested": {"api_key": "k", "ok": [1.5, ("a", b"b")]}, "note": "Bearer xyz.abc"}),
+])
+def test_record_lines_formatted_on_the_caller_match_the_logging_path(event, fields):
+    logs.register_secret("hunter2-venue-password")
+    try:
+        fields = dict(fields, detail="pw hunter2-venue-password")
+        expected = _through_logging(logs.ORDER_LOGGER, event, fields)
+        line = logs.format_record_line(logs.ORDER_LOGGER, event, fields, t_ns=1714571112_123456_000)
+    finally:
+        logs.clear_secrets()
+    assert line.endswith("\n") and line.count("\n") == 1
+    got = orjson.loads(line)
+    want = orjson.loads(expected)
+    assert list(got) == list(want)                   # same keys, same order
+    assert got == want                               # the same timestamp, values and redactions
+    assert "hunter2" not in line and "p4ss" not in line and "abcdef12" not in line and "xyz.abc" not in line
+
+
+def test_record_lines_go_through_the_queue_and_rotate(setup, tmp_path):
+    arch = tmp_path / "archive"
+    h = setup(max_bytes=2048, backup_count=3, archive_dir=arch)
+    writer = threading.current_thread()
+    for i in range(100):
+        logs.log_order("New", cl_ord_id=i, symbol="AAPL", pad="x" * 40)
+    h.flush()
+    assert writer is threading.main_thread()
+    gz = sorted(arch.glob("orders.log.*.gz"))
+    assert len(gz) >= 2                              # rotation applies to record lines too
+    archived = [orjson.loads(x)["cl_ord_id"] for g in gz for x in gzip.decompress(g.read_bytes()).splitlines()]
+    current = [x["cl_ord_id"] for x in lines(tmp_path / "logs" / "orders.log")]
+    assert sorted(archived + current) == list(range(100))
+    assert not (tmp_path / "logs" / "engine.log").read_text()   # nothing leaked into the system log
+
+
+def test_record_lines_after_stop_go_to_standard_logging(setup, tmp_path, caplog):
+    h = setup()
+    h.stop()
+    with caplog.at_level(logging.INFO, logger=logs.ORDER_LOGGER):
+        logging.getLogger(logs.ORDER_LOGGER).propagate = True
+        try:
+            logs.log_order("New", cl_ord_id=1)
+        finally:
+            logging.getLogger(logs.ORDER_LOGGER).propagate = False
+    assert "New" in [r.getMessage() for r in caplog.records if r.name == logs.ORDER_LOGGER]
+    assert not (tmp_path / "logs" / "orders.log").read_text()
+
+
+def test_a_secret_registered_later_is_redacted_from_remembered_short_strings():
+    first = orjson.loads(logs.format_record_line(logs.ORDER_LOGGER, "New", {"reason": "key s3cr3t-value"}))
+    assert first["reason"] == "key s3cr3t-value"
+    logs.register_secret("s3cr3t-value")
+    try:
+        again = orjson.loads(logs.format_record_line(logs.ORDER_LOGGER, "New", {"reason": "key s3cr3t-value"}))
+    finally:
+        logs.clear_secrets()
+    assert again["reason"] == f"key {logs.REDACTED}"
