@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import simplefix
 
 from bench.harness import Result, machine_load, percentiles, report
@@ -695,9 +696,22 @@ feed_session = "{side.venue.options.itch_session}"
     return proc, reader, lines
 
 
+def engine_latency(lines: list[str]) -> dict:
+    """The ``latency`` object of the JSON line `engine run` prints when it stops (its
+    recorders' whole-run percentiles, ns), or {} if there is none."""
+    for line in reversed(lines):
+        if line.startswith("{") and '"latency"' in line:
+            try:
+                return orjson.loads(line).get("latency") or {}
+            except orjson.JSONDecodeError:
+                continue
+    return {}
+
+
 def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False,
-                      notes: list[str] | None = None) -> np.ndarray:
-    """n samples (ns) of the loopback with `engine run --loop loop_name`."""
+                      notes: list[str] | None = None, engine_side: dict | None = None) -> np.ndarray:
+    """n samples (ns) of the loopback with `engine run --loop loop_name`; `engine_side`
+    receives the engine's own tick_to_order percentiles (`engine_latency`)."""
     import signal
 
     from gateway.loops import run as run_on
@@ -725,6 +739,8 @@ def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = Fals
                     await reader
                 if code != 0:
                     raise RuntimeError(f"loopback: `engine run` exited {code}:\n" + "\n".join(lines[-30:]))
+                if engine_side is not None:
+                    engine_side.update(engine_latency(lines).get("tick_to_order") or {})
                 return samples
         finally:
             await side.stop()
@@ -734,19 +750,24 @@ def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = Fals
         if before is not None:
             os.sched_setaffinity(0, before)
     if notes is not None:
-        notes.append("venue (this process) on cpu %s, `engine run --cpu %s --busy-poll`" % (venue_cpu, engine_cpu)
+        notes.append(f"venue (this process) on cpu {venue_cpu}, `engine run --cpu {engine_cpu} --busy-poll`"
                      if engine_cpu is not None else "not pinned (one CPU)")
     return samples
 
 
-def _measure_loopback(quick: bool) -> tuple[Result, Result, Result, str]:
+def _measure_loopback(quick: bool) -> tuple[Result, Result, Result, str, dict, dict]:
+    """(uvloop, asyncio, compiled strategy, pinning note, and the engine's own
+    tick_to_order percentiles in the uvloop and compiled runs)."""
     n, warmup = (1_000, 200) if quick else (10_000, 1_000)
     notes: list[str] = []
+    inside_py: dict = {}
+    inside_c: dict = {}
     base = percentiles("tick_to_trade_loopback[asyncio]", _loopback_samples("asyncio", n, warmup))
-    ours = percentiles("tick_to_trade_loopback", _loopback_samples("uvloop", n, warmup, notes=notes))
+    ours = percentiles("tick_to_trade_loopback",
+                       _loopback_samples("uvloop", n, warmup, notes=notes, engine_side=inside_py))
     compiled = percentiles("tick_to_trade_loopback_cython",
-                           _loopback_samples("uvloop", n, warmup, compiled=True))
-    return ours, base, compiled, notes[0] if notes else ""
+                           _loopback_samples("uvloop", n, warmup, compiled=True, engine_side=inside_c))
+    return ours, base, compiled, notes[0] if notes else "", inside_py, inside_c
 
 
 # ----------------------------------------------------------------------------- entries
@@ -762,7 +783,7 @@ def _entry(ours: Result, base: Result, note: str) -> dict:
 
 def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
     cy, py, ref = _measure_inprocess(quick)
-    loop, loop_base, loop_c, pinning = _measure_loopback(quick)
+    loop, loop_base, loop_c, pinning, inside_py, inside_c = _measure_loopback(quick)
     pre = "memory prefaulted" if PREFAULTED and all(PREFAULTED) else "memory NOT prefaulted"
     entries = [
         _entry(py, ref, "ITCH bytes -> FIX bytes through the engine core (ItchBookApplier, TradingCore, "
@@ -778,6 +799,10 @@ def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
     ]
     for e in entries[:2]:
         e["note"] += f"; {pre}"
+    # the engine's own share of each loopback sample: its tick_to_order recorder (feed
+    # packet handed to the books -> order bytes written), whole run, warm-up included
+    entries[2]["engine_tick_to_order"] = inside_py
+    entries[3]["engine_tick_to_order"] = inside_c
     rows = [(py, ref), (cy, py), (loop, loop_base), (loop_c, loop)]
     return rows, entries
 
@@ -799,6 +824,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{e['name']:28} p50 {e['p50']:>10,.0f} ns  p99 {e['p99']:>10,.0f}  p99.9 {e['p999']:>10,.0f}  "
               f"max {e['max']:>11,.0f}  n {e['n']:>7}   baseline p50 {e['baseline']['p50']:>10,.0f} "
               f"({e['baseline']['name']})  ratio {e['ratio']:.1f}x")
+        inside = e.get("engine_tick_to_order")
+        if inside:
+            print(f"{'  of which inside the engine':28} p50 {inside['p50_ns']:>10,} ns  p99 {inside['p99_ns']:>10,}  "
+                  f"p99.9 {inside['p999_ns']:>10,}  max {inside['max_ns']:>11,}  n {inside['n']:>7}   "
+                  f"(engine run's tick_to_order recorder)")
     print(f"({time.perf_counter() - t0:.1f} s{' quick' if quick else ''}; {machine_load()})")
     return 0
 

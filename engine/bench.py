@@ -58,6 +58,11 @@ def format_table(entries: list[dict]) -> str:
         lines.append(f"{e['name']:34} {e['unit']:8} {_fmt(e['p50']):>10} {_fmt(e['p99']):>10} "
                      f"{_fmt(e['p999']):>10} {_fmt(e['max']):>11} {_fmt(base.get('p50')):>13} "
                      f"{(f'{ratio:.1f}x' if ratio else '-'):>7}")
+        inside = e.get("engine_tick_to_order")
+        if inside:      # a loopback run's share spent inside `engine run` (its own recorder)
+            lines.append(f"{'  of which inside engine run':34} {e['unit']:8} {_fmt(inside.get('p50_ns')):>10} "
+                         f"{_fmt(inside.get('p99_ns')):>10} {_fmt(inside.get('p999_ns')):>10} "
+                         f"{_fmt(inside.get('max_ns')):>11}")
     return "\n".join(lines)
 
 

@@ -223,6 +223,71 @@ class LatencyRecorder:
         return np.concatenate((self._buf[i0:], self._buf[:i1]))
 
 
+class RunHistogram:
+    """Every latency sample of a run, at fixed memory: log-linear buckets, 64 per power
+    of two (a value is known to within 1/64, 1.6 %), from 0 to 2**40 ns (18 minutes;
+    longer samples count in the last bucket). What ``engine run`` reports for the whole
+    run when it stops; the Prometheus histogram's few wide buckets and the 10-second
+    p99 window cannot give a run's p99.9.
+
+    Percentiles are nearest-rank and, as HdrHistogram reports them, the highest value
+    of the bucket holding that rank (never below the true value, at most 1.6 % above).
+    """
+
+    SUB_BITS = 6
+    MAX_BITS = 40
+    _SIZE = (MAX_BITS - SUB_BITS - 1) * (1 << SUB_BITS) + (1 << (SUB_BITS + 1))   # last: 2**40 - 1
+
+    __slots__ = ("counts", "n", "max_ns")
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self._SIZE, dtype=np.int64)
+        self.n = 0
+        self.max_ns = 0
+
+    @classmethod
+    def bucket_index(cls, samples_ns: np.ndarray) -> np.ndarray:
+        """The bucket of each sample: values below 128 are their own bucket; above, the
+        top seven bits (a leading one and six more) and the shift."""
+        v = np.clip(np.asarray(samples_ns, dtype=np.int64), 0, (1 << cls.MAX_BITS) - 1)
+        bits = np.frexp(v.astype(np.float64))[1].astype(np.int64)      # bit length (v < 2**53)
+        shift = np.maximum(bits - (cls.SUB_BITS + 1), 0)
+        return shift * (1 << cls.SUB_BITS) + (v >> shift)
+
+    @classmethod
+    def bucket_highest(cls, index: int) -> int:
+        """The highest value that falls in bucket `index`."""
+        sub = 1 << cls.SUB_BITS
+        if index < 2 * sub:
+            return index
+        shift = index // sub - 1
+        mantissa = index % sub + sub
+        return ((mantissa + 1) << shift) - 1
+
+    def observe_ns(self, samples_ns: np.ndarray) -> None:
+        samples_ns = np.asarray(samples_ns)
+        if samples_ns.size == 0:
+            return
+        self.counts += np.bincount(self.bucket_index(samples_ns), minlength=self._SIZE)[:self._SIZE]
+        self.n += int(samples_ns.size)
+        self.max_ns = max(self.max_ns, int(samples_ns.max()))
+
+    def percentile_ns(self, q: float) -> int | None:
+        """The q-th percentile (0 < q <= 100), or None without samples."""
+        if not 0 < q <= 100:
+            raise ValueError(f"percentile {q!r}: expected 0 < q <= 100")
+        if self.n == 0:
+            return None
+        rank = max(1, math.ceil(q / 100.0 * self.n))
+        index = int(np.searchsorted(np.cumsum(self.counts), rank, side="left"))
+        return min(self.bucket_highest(index), self.max_ns)
+
+    def summary(self) -> dict[str, int | None]:
+        """{"n", "p50_ns", "p99_ns", "p999_ns", "max_ns"}."""
+        return {"n": self.n, "p50_ns": self.percentile_ns(50), "p99_ns": self.percentile_ns(99),
+                "p999_ns": self.percentile_ns(99.9), "max_ns": self.max_ns if self.n else None}
+
+
 class _Histogram:
     __slots__ = ("counts", "sum_s")
 
@@ -528,6 +593,7 @@ class MetricsCollector:
         self._last_error_log: dict[str, float] = {}
         self._recorders: dict[str, LatencyRecorder] = {}
         self._windows: dict[str, collections.deque[tuple[float, np.ndarray]]] = {}
+        self._run_hists: dict[str, RunHistogram] = {}
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.lag_recorder = LatencyRecorder("event_loop_lag", 4096)
@@ -552,6 +618,7 @@ class MetricsCollector:
             raise MetricsError(f"unknown latency recorder {recorder.name!r}; known: {', '.join(RECORDERS)}")
         self._recorders[recorder.name] = recorder
         self._windows.setdefault(recorder.name, collections.deque())
+        self._run_hists.setdefault(recorder.name, RunHistogram())
 
     def recorder(self, name: str, capacity: int = 65536) -> LatencyRecorder:
         """The registered recorder of that name, created and registered if needed."""
@@ -583,6 +650,7 @@ class MetricsCollector:
             samples = rec.drain()
             hist = f"engine_{name}_seconds"
             self.metrics.observe_ns(hist, samples)
+            self._run_hists[name].observe_ns(samples)
             window = self._windows[name]
             if samples.size:
                 window.append((now, samples))
@@ -594,6 +662,18 @@ class MetricsCollector:
             else:
                 p99 = math.nan
             self.metrics.set(f"engine_{name}_p99_seconds", p99)
+
+    def run_summary(self) -> dict[str, dict[str, int | None]]:
+        """Each recorder's whole-run percentiles (`RunHistogram.summary`), samples not
+        yet collected included (they also reach the Prometheus histograms)."""
+        out: dict[str, dict[str, int | None]] = {}
+        for name, rec in self._recorders.items():
+            samples = rec.drain()
+            if samples.size:
+                self.metrics.observe_ns(f"engine_{name}_seconds", samples)
+                self._run_hists[name].observe_ns(samples)
+            out[name] = self._run_hists[name].summary()
+        return out
 
     async def _notify(self, now: float) -> None:
         if not self._listeners:

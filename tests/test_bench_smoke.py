@@ -30,6 +30,13 @@ def test_engine_bench_quick_writes_every_named_benchmark(tmp_path):
         assert e["n"] > 0
         if e.get("baseline") is not None:
             assert e["ratio"] is not None and "p50" in e["baseline"] and "name" in e["baseline"]
+    # the loopback runs carry the engine's own share, from the JSON line `engine run`
+    # prints when it stops: at least one tick_to_order sample per order the venue timed
+    for name in ("tick_to_trade_loopback", "tick_to_trade_loopback_cython"):
+        inside = by_name[name]["engine_tick_to_order"]
+        assert inside["n"] >= by_name[name]["n"], (name, inside)
+        assert 0 < inside["p50_ns"] <= inside["p99_ns"] <= inside["p999_ns"] <= inside["max_ns"], (name, inside)
+    assert "of which inside engine run" in proc.stdout
     assert "loadavg_1m" in doc["meta"] and doc["meta"]["quick"] is True
     assert "tick_to_trade_inprocess" in proc.stdout
 

@@ -274,3 +274,51 @@ def test_collector_task_runs_sources_lag_timer_and_listeners(loop):
     assert seen[-1][1]["engine_orders_sent_total"] == {(("symbol", "AAPL"),): 1.0}
     assert em.samples()["engine_event_loop_lag_seconds_count"][()] >= 3
     assert 0.0 <= em.value("engine_cpu_usage_ratio") <= 1.0
+
+
+def test_run_histogram_percentiles_are_within_its_precision_on_real_latencies():
+    """The whole-run histogram of `engine run`'s stop line: on the real quotes' feed
+    latencies, every percentile is at or just above numpy's nearest-rank value."""
+    with open(shared_file("quotes.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    lat_ns = np.array([(int(r["local_timestamp"]) - int(r["timestamp"])) * 1000 for r in rows], dtype=np.int64)
+    h = m.RunHistogram()
+    for chunk in np.array_split(lat_ns, 7):
+        h.observe_ns(chunk)
+    assert h.n == lat_ns.size and h.max_ns == int(lat_ns.max())
+    for q in (50, 90, 99, 99.9, 100):
+        exact = int(np.percentile(lat_ns, q, method="inverted_cdf"))
+        got = h.percentile_ns(q)
+        assert exact <= got <= exact * (1 + 1 / 64) + 1, (q, exact, got)
+    assert m.RunHistogram().summary() == {"n": 0, "p50_ns": None, "p99_ns": None, "p999_ns": None,
+                                          "max_ns": None}
+    with pytest.raises(ValueError, match="percentile"):
+        h.percentile_ns(0)
+
+
+def test_run_histogram_buckets_are_contiguous():
+    values = np.arange(0, 1 << 17, dtype=np.int64)
+    idx = m.RunHistogram.bucket_index(values)
+    assert idx[0] == 0 and set(np.diff(idx)) == {0, 1}           # no gaps, never backwards
+    for v in (0, 127, 128, 129, 255, 256, 10_000, 123_456_789, (1 << 40) - 1):
+        i = int(m.RunHistogram.bucket_index(np.array([v]))[0])
+        assert m.RunHistogram.bucket_highest(i) >= v
+        assert i == 0 or m.RunHistogram.bucket_highest(i - 1) < v
+    huge = m.RunHistogram.bucket_index(np.array([1 << 50, -5]))
+    assert huge[0] == m.RunHistogram._SIZE - 1 and huge[1] == 0   # clipped into the ends
+
+
+def test_run_summary_includes_samples_not_yet_collected():
+    em = m.EngineMetrics(process_collector=False)
+    col = m.MetricsCollector(em, system=False)
+    rec = col.recorder("tick_to_order", 1024)
+    for v in range(1, 101):
+        rec.record(v * 1000)
+    col.collect_once(now=1.0)
+    for v in range(101, 201):                 # recorded after the last collection
+        rec.record(v * 1000)
+    summary = col.run_summary()["tick_to_order"]
+    assert summary["n"] == 200 and summary["max_ns"] == 200_000
+    assert 100_000 <= summary["p50_ns"] <= 100_000 * (1 + 1 / 64)
+    assert parse(em.render())["engine_tick_to_order_seconds_count"][()] == 200   # and in Prometheus
+    assert col.run_summary()["tick_to_order"]["n"] == 200                         # idempotent
