@@ -322,3 +322,26 @@ def test_run_summary_includes_samples_not_yet_collected():
     assert 100_000 <= summary["p50_ns"] <= 100_000 * (1 + 1 / 64)
     assert parse(em.render())["engine_tick_to_order_seconds_count"][()] == 200   # and in Prometheus
     assert col.run_summary()["tick_to_order"]["n"] == 200                         # idempotent
+
+
+def test_the_timer_pass_lets_the_loop_run_between_sources():
+    """A packet arriving during the per-second pass waits for one source, not all."""
+    order: list[str] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        col = m.MetricsCollector(m.EngineMetrics(process_collector=False), system=False)
+
+        def first():
+            order.append("first")
+            loop.call_soon(order.append, "packet")      # ready while the pass is running
+            return {}
+
+        def second():
+            order.append("second")
+            return {}
+        col.add_source("first", first)
+        col.add_source("second", second)
+        await col.run_once(now=1.0)
+    asyncio.run(main())
+    assert order == ["first", "packet", "second"]
