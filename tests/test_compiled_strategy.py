@@ -150,3 +150,79 @@ def test_a_packet_that_does_not_apply_is_the_feed_handlers_error_not_the_strateg
     with pytest.raises(itch.ItchDecodeError):
         cp.apply(b"not a MoldUDP64 packet")
     assert failures == [] and cp.errors == 0 and t2t.packets == 0
+
+
+@pytest.fixture(scope="module")
+def failing_cstrategy(tmp_path_factory):
+    """tests/cstrategies/fail_after_encoding.pyx, compiled for this test (pyximport)."""
+    import numpy
+    import pyximport
+
+    from tests.conftest import REPO_ROOT
+    importers = pyximport.install(build_dir=str(tmp_path_factory.mktemp("pyxbuild")), language_level=3,
+                                  setup_args={"include_dirs": [numpy.get_include(), str(REPO_ROOT)]})
+    try:
+        import tests.cstrategies.fail_after_encoding as module
+        yield module
+    finally:
+        pyximport.uninstall(*importers)
+
+
+def test_orders_a_failing_strategy_encoded_are_released_not_sent(tmp_path, failing_cstrategy):
+    """The strategy raises after its order was checked and encoded: the bytes never reach
+    the session, the venue never sees the order, the kernel's reservation is released,
+    the order manager and the journal record it as not sent, and the strategy stops."""
+    from engine.orders import format_cl_ord_id
+
+    async def main():
+        venue = await start_venue()
+        path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small", "offset_ticks = 30\n")
+        path.write_text(path.read_text().replace("core_ext.t2t:QuoteAtTouch",
+                                                 "tests.cstrategies.fail_after_encoding:FailAfterEncoding"))
+        config = load_config(path, stage="small")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                      force=True))
+        at_venue: list[tuple[str, str]] = []
+        enter = venue.exchange.new_order
+
+        def spy(account, cl_ord_id, *args, **kwargs):
+            at_venue.append((account, cl_ord_id))
+            return enter(account, cl_ord_id, *args, **kwargs)
+        venue.exchange.new_order = spy
+        venue_session = venue.fix.sessions[config.venue.sender_comp_id]
+        resend_requests: list[tuple] = []
+        ask_resend = venue_session.send_resend_request
+        venue_session.send_resend_request = lambda *a: (resend_requests.append(a), ask_resend(*a))
+        try:
+            await rt.start()
+            assert await rt.wait_for_market_data()
+            rt.core.start()
+            deadline = asyncio.get_running_loop().time() + 10
+            while rt.core.host.running:
+                assert asyncio.get_running_loop().time() < deadline, "the failing strategy never ran"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            om = rt.core.om
+            ours = [o for o in om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
+            kernel = {(i.inst_id, side): rt.core.kernel.open_qty(i.inst_id, side)
+                      for i in config.instruments for side in (0, 1)}
+            rt.fix.client.session.send_test_request("after-failure")    # a message after the unsent one
+            await asyncio.sleep(0.3)
+            return (ours, kernel, at_venue, rt.compiled.errors, rt.core.host.stop_reason,
+                    rt.core.host.strategy.cstrategy.failures, rt.fix.client.session.next_sender_seq,
+                    venue_session.next_target_seq, list(resend_requests), config.venue.sender_comp_id)
+        finally:
+            await rt.stop()
+            venue.exchange.new_order = enter
+            await venue.stop()
+    ours, kernel, at_venue, errors, reason, failures, ours_next, venue_expects, resends, account = asyncio.run(main())
+    assert failures == 1 and errors == 1 and "raised after its order was encoded" in reason
+    (order,) = ours
+    assert order.state == OrdStatus.REJECTED and order.reject_reason.startswith("NOT_SENT")
+    assert all(v == 0 for v in kernel.values()), kernel                  # the reservation went back
+    sent_ids = {cl for acct, cl in at_venue if acct == account}
+    assert format_cl_ord_id(order.cl_ord_id) not in sent_ids
+    # the encoded message's MsgSeqNum went to the next message instead: the venue saw no gap
+    assert venue_expects == ours_next and resends == []
+    records = [r for r in JournalReader(tmp_path / "store" / "journal") if r.kind == "submit"]
+    assert order.cl_ord_id in {r.payload["cl_ord_id"] for r in records if r.payload.get("compiled")}
