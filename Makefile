@@ -44,7 +44,7 @@ demo: build
 lint: $(STAMP)
 	$(PIP) install --quiet '.[lint]' --no-build-isolation --no-deps || $(PIP) install --quiet ruff cython-lint
 	$(VENV)/bin/ruff check engine gateway tests bench tools
-	$(VENV)/bin/cython-lint core_ext
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cython-lint core_ext   # it runs pycodestyle from PATH
 
 clean:
 	rm -rf build core_ext/*.c core_ext/*.so core_ext/*.html core_ext/.built

@@ -43,15 +43,24 @@ import gc
 import random
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
-
-from bench.harness import Result, percentiles, machine_load, measure, report, throughput
 from core_ext.matching import (
-    EXEC_DTYPE, L3_OP_ADD, L3_OP_ADD_RESTING, L3_OP_CANCEL, L3_OP_DTYPE, ORDER_EVENT_DTYPE,
-    SIDE_BUY, SIDE_SELL, TIF_GTC, TIF_IOC, MatchingBook,
+    EXEC_DTYPE,
+    L3_OP_ADD,
+    L3_OP_ADD_RESTING,
+    L3_OP_CANCEL,
+    L3_OP_DTYPE,
+    ORDER_EVENT_DTYPE,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_GTC,
+    TIF_IOC,
+    MatchingBook,
 )
+
+from bench.harness import Result, machine_load, measure, percentiles, report, throughput
 from engine.l3data import load_bitfinex_l3
 from tests.conftest import SHARED_DATA
 from tests.reference.matching_ref import MatchingBookRef
@@ -64,7 +73,7 @@ CYCLE = 4096       # orders added then canceled per cycle of the add/cancel benc
 
 # ------------------------------------------------------------------ streams
 
-@lru_cache(maxsize=None)
+@cache
 def feed_stream() -> np.ndarray:
     """The real L3 feed as L3_OP_DTYPE rows, closed into a loop (see the module doc)."""
     path = SHARED_DATA / "L3_feed.json"
@@ -81,7 +90,7 @@ def feed_stream() -> np.ndarray:
     return np.concatenate([ops, tail])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _feed_args() -> tuple:
     """(method index, args) per feed row: 0 add_resting, 1 cancel, 2 replace (no match)."""
     out = []

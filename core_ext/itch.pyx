@@ -1005,13 +1005,13 @@ def decode_packet(packet):
     Checked exactly as apply_packet checks it (same errors)."""
     cdef WireInput r
     cdef MoldHeader h
-    cdef Py_ssize_t count, i, off, mlen
+    cdef Py_ssize_t count, _i, off, mlen
     cdef list msgs = []
     wire_input_open(packet, &r)
     try:
         count = mold_check_packet(r.p, r.n, &h)
         off = MOLD_HEADER_LEN
-        for i in range(count):
+        for _i in range(count):
             mlen = wire_get_u16(r.p + off)
             msgs.append(_decode_fields(r.p + off + 2, mlen))
             off += 2 + mlen

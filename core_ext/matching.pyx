@@ -1304,7 +1304,7 @@ cdef class MatchingBook:
         (sorted levels, level totals and counts, FIFO links, priorities increasing
         along each queue, id map <-> nodes). O(orders); for tests and debugging."""
         cdef int s
-        cdef Py_ssize_t i, seen = 0, levels = 0, free
+        cdef Py_ssize_t i, seen = 0, levels = 0, n_free
         cdef int32_t li, n, prev
         cdef int64_t total, key
         cdef int32_t count
@@ -1347,21 +1347,21 @@ cdef class MatchingBook:
         if seen != self._order_count or seen != self._ids.count:
             raise AssertionError(f"{seen} orders in levels, count {self._order_count}, "
                                  f"id map {self._ids.count}")
-        free = 0
+        n_free = 0
         li = self._level_free
-        while li != -1 and free <= self._level_used:
-            free += 1
+        while li != -1 and n_free <= self._level_used:
+            n_free += 1
             li = self._levels[li].head
-        if levels + free != self._level_used:
-            raise AssertionError(f"level pool: {levels} live + {free} free != "
+        if levels + n_free != self._level_used:
+            raise AssertionError(f"level pool: {levels} live + {n_free} free != "
                                  f"{self._level_used} used")
-        free = 0
+        n_free = 0
         n = self._node_free
-        while n != -1 and free <= self._node_used:
-            free += 1
+        while n != -1 and n_free <= self._node_used:
+            n_free += 1
             n = self._nodes[n].next
-        if seen + free != self._node_used:
-            raise AssertionError(f"order slab: {seen} live + {free} free != "
+        if seen + n_free != self._node_used:
+            raise AssertionError(f"order slab: {seen} live + {n_free} free != "
                                  f"{self._node_used} used")
 
     # Capacities, for tests of growth and for monitoring.

@@ -17,8 +17,6 @@ The engine tells this module its Python types once, at import of engine.orders
 (``configure``): the Order class to instantiate, Side and Tif (fast type checks,
 their ``parse`` otherwise), the PendingNew state, and the argument validator.
 """
-from libc.stdint cimport int64_t, uint64_t
-
 from core_ext.common cimport NO_PRICE
 from core_ext.records cimport OrderRecord, new_order_record
 from core_ext.risk cimport RiskKernel

@@ -70,7 +70,7 @@ cdef enum OuchCharSet:
     OUCH_CS_CANCEL = 1 << 8        # U I T S D Q Z (cancel reason)
     OUCH_CS_REJECT = 1 << 9        # T H Z S D C L M R X N O a..n (reject reason)
     OUCH_CS_ALPHA = 1 << 10        # any printable ASCII 0x20..0x7E
-    OUCH_CS_LOGIN_REJECT = 1 << 11 # A S (SoupBinTCP login rejected reason)
+    OUCH_CS_LOGIN_REJECT = 1 << 11  # A S (SoupBinTCP login rejected reason)
 
 cdef enum:
     OUCH_MARKET_PRICE = 0x7FFFFFFF     # price4 of a market (cross) order

@@ -44,7 +44,7 @@ below); decode errors carry ``msg_type`` and ``offset``.
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -283,7 +283,6 @@ cdef int _set_alpha_right(unsigned char* dst, Py_ssize_t width, object value, st
 
 cdef int _char(object value, str name) except -1:
     # A one-character field from a 1-char str or bytes; returns the byte value.
-    cdef Py_ssize_t n
     if isinstance(value, str):
         if PyUnicode_GET_LENGTH(value) == 1 and PyUnicode_IS_ASCII(value):
             return (<const unsigned char*>PyUnicode_DATA(value))[0]
@@ -1394,7 +1393,7 @@ cdef class SoupFramer:
         return 0
 
     cdef int _checked(self, const unsigned char* p, Py_ssize_t avail, uint64_t stream_off,
-                             list out) except -1:
+                      list out) except -1:
         try:
             self._check_header(p, avail)
         except OuchDecodeError as exc:
@@ -1497,7 +1496,7 @@ def ticks_to_price4(ticks, price4_per_tick=1):
 def price4_from_str(str text):
     """'12.34' -> 123400 exactly (no floats); more than 4 decimals is OuchEncodeError."""
     cdef str s = text.strip()
-    whole, dot, frac = s.partition(".")
+    whole, _, frac = s.partition(".")
     if (not s.isascii() or (whole and not whole.isdigit()) or (frac and not frac.isdigit())
             or not (whole or frac)):
         raise OuchEncodeError(f"price {text!r} is not a non-negative decimal")

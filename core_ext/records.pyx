@@ -19,6 +19,7 @@ from libc.stdint cimport uint64_t
 
 from core_ext.common cimport base36
 
+
 def format_cl_ord_id_fast(uint64_t value):
     """`value` (> 0, < 2**64) in upper-case base 36 (at most 13 characters), as str.
     The range check is the caller's (``engine.orders.format_cl_ord_id``)."""

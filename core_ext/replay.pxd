@@ -49,14 +49,15 @@ from core_ext.risk cimport RiskKernel
 # What one row does.
 cdef enum ReplayKind:
     REPLAY_BOOK_SET = 0        # L2: set level (side, price) to qty lots (0 deletes it)
-    REPLAY_BOOK_SNAPSHOT = 1   # L2: clear the book, then set the level (first row of a snapshot;
-                               # qty 0 there leaves an empty book)
+    # L2: clear the book, then set the level (first row of a snapshot; qty 0 there
+    # leaves an empty book)
+    REPLAY_BOOK_SNAPSHOT = 1
     REPLAY_TRADE = 2           # trade print: price, qty > 0, side = aggressor or REPLAY_SIDE_UNKNOWN
     REPLAY_L3_ADD = 3          # L3: order_id rests at (side, price) with qty > 0 lots, no matching
     REPLAY_L3_CANCEL = 4       # L3: order_id leaves the book (price, qty, side ignored)
-    REPLAY_L3_REPLACE = 5      # L3: order_id now rests at price with qty > 0 lots (same side,
-                               # same id; keeps its queue place only at the same price and qty
-                               # not increased), no matching
+    # L3: order_id now rests at price with qty > 0 lots (same side, same id; keeps its
+    # queue place only at the same price and qty not increased), no matching
+    REPLAY_L3_REPLACE = 5
 
 # Bits of ReplayEvent.flags.
 cdef enum ReplayFlag:

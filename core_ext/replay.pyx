@@ -16,7 +16,7 @@ The loop never allocates per row; per event it crosses into Python only for the
 callbacks described in replay.pxd.
 """
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 import dataclasses
@@ -26,7 +26,7 @@ import numpy as np
 
 from core_ext.book cimport BOOK_UNCHANGED, L2Book
 from core_ext.common cimport NO_PRICE, SIDE_BUY, SIDE_SELL, TIF_GTC
-from core_ext.matching cimport MATCH_OK, MatchingBook, OrderNode, idmap_get
+from core_ext.matching cimport MATCH_OK, MatchingBook, idmap_get
 from core_ext.risk cimport RiskKernel
 
 __all__ = [

@@ -38,11 +38,17 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-
 from core_ext.matching import (
-    L3_OP_ADD_RESTING, L3_OP_CANCEL, L3_OP_DTYPE, L3_OP_REPLACE_RESTING, OWNER_ANONYMOUS,
-    SIDE_BUY, SIDE_SELL, TIF_GTC,
+    L3_OP_ADD_RESTING,
+    L3_OP_CANCEL,
+    L3_OP_DTYPE,
+    L3_OP_REPLACE_RESTING,
+    OWNER_ANONYMOUS,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_GTC,
 )
+
 from engine.errors import DataError
 
 __all__ = ["BITFINEX_TICK", "BITFINEX_LOT", "L3Replay", "load_bitfinex_l3",

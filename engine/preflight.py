@@ -71,8 +71,8 @@ async def check_venue(rt) -> tuple:
         c = rt.ouch.client
         if not c.logged_in:
             return False, f"OUCH not logged in ({c.rejected or 'no login'})"
-        return True, (f"OUCH/SoupBinTCP logged in; server heartbeats every 1 s (SoupBinTCP has no "
-                      f"request/answer round trip to time)")
+        return True, ("OUCH/SoupBinTCP logged in; server heartbeats every 1 s (SoupBinTCP has no "
+                      "request/answer round trip to time)")
     if rt.fix is None:
         return True, "simulated execution: no venue session in this stage", False
     session = rt.fix.client.session

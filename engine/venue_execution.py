@@ -10,8 +10,14 @@ import logging
 from collections.abc import Callable, Iterable
 
 from engine.instruments import Instrument
-from engine.orders import (ExecKind, ExecutionReport, Order, OrdStatus, format_cl_ord_id,
-                           parse_cl_ord_id)
+from engine.orders import (
+    ExecKind,
+    ExecutionReport,
+    Order,
+    OrdStatus,
+    format_cl_ord_id,
+    parse_cl_ord_id,
+)
 from gateway import fix_client as fc
 from gateway.instruments import Instrument as WireInstrument
 
@@ -165,8 +171,8 @@ class OuchExecution:
         self._handler = handler
 
     def send_new(self, order: Order) -> None:
-        from gateway.ouch_session import TIF_OUCH_DAY, TIF_OUCH_IOC
         from engine.orders import Tif
+        from gateway.ouch_session import TIF_OUCH_DAY, TIF_OUCH_IOC
         tif = TIF_OUCH_IOC if order.tif in (Tif.IOC, Tif.FOK) else TIF_OUCH_DAY
         min_qty = order.qty if order.tif == Tif.FOK else 0
         self.client.enter_order(format_cl_ord_id(order.cl_ord_id), int(order.side), order.qty, order.symbol,

@@ -321,7 +321,7 @@ class FixOrderClient:
             self.session.send_test_request(test_req_id.decode())
             try:
                 return await asyncio.wait_for(answered, timeout_s) - started
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         finally:
             self._rtt_waiting.pop(test_req_id, None)

@@ -38,8 +38,8 @@ from gateway.fix_transport import FixAcceptor
 from gateway.fix_venue import COD_MODES, FixVenue, FixVenueConfig
 from gateway.instruments import DEFAULT_TICK_SIZE, Instrument
 from gateway.itch_feed import ItchPublisher
-from gateway.ouch_session import OuchVenue, OuchVenueConfig
 from gateway.loops import run
+from gateway.ouch_session import OuchVenue, OuchVenueConfig
 
 log = logging.getLogger("gateway.venue")
 

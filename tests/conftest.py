@@ -1,4 +1,5 @@
-"""Shared fixtures: the real market data in ../shared/data, and (later) event loops."""
+"""Shared fixtures: the real market data in ../shared/data, and the event-loop fixtures
+of tests/conftest_loops.py (a plugin: any test module may ask for them)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,8 @@ from hypothesis import settings
 # new examples; what they find is pinned with @example.
 settings.register_profile("ci", derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+pytest_plugins = ["tests.conftest_loops"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

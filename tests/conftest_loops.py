@@ -1,8 +1,7 @@
 """Event-loop fixtures for socket tests: the same test on asyncio and on uvloop.
 
-Import them into a test module:
-
-    from tests.conftest_loops import event_loop_kind, loop_runner  # noqa: F401 (fixtures)
+tests/conftest.py loads them as a pytest plugin, so every test module can ask for
+`loop`, `event_loop_kind` or `loop_runner` without importing them.
 
 `loop_runner(coro_fn, timeout=...)` runs `coro_fn()` on a fresh loop of the kind the
 test is parametrized with and fails the test on any error that reached the loop's

@@ -102,7 +102,7 @@ def split_fields(msg: bytes) -> list[tuple[int, bytes]]:
 def match_message(expected: bytes, received: bytes, formats: dict[int, re.Pattern]) -> str | None:
     """None when they match, else a description of the first difference."""
     exp, got = split_fields(expected), split_fields(received)
-    for i, (e, g) in enumerate(zip(exp, got)):
+    for i, (e, g) in enumerate(zip(exp, got, strict=False)):   # lengths compared below
         if e[0] != g[0]:
             return f"field {i}: expected tag {e[0]}, got tag {g[0]}"
         pattern = formats.get(e[0])
@@ -133,7 +133,7 @@ class Connection:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError from None
         except ConnectionResetError:
             chunk = b""

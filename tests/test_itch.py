@@ -540,7 +540,7 @@ def test_fuzz_seeded_mutation_loop_itch():
         app, rapp = pairs[i % 2]
         # from a slice of a larger buffer: bytes past the end must not matter
         view = memoryview(bytearray(data) + tail)[:len(data)]
-        got = outcome(lambda d: as_dict(app.apply_packet(d)), view)
+        got = outcome(lambda d, app=app: as_dict(app.apply_packet(d)), view)
         exp = outcome(rapp.apply_packet, data)
         assert got == exp, (i, data)
         if i % 7 == 0:

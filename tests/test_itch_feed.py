@@ -13,8 +13,6 @@ import socket
 import time
 
 import pytest
-
-from tests.conftest_loops import loop  # noqa: F401 - the shared fixture (asyncio and uvloop)
 from core_ext.matching import TIF_DAY, TIF_IOC, MatchingBook
 
 from core_ext import itch

@@ -268,7 +268,6 @@ def test_removed_or_reordered_records_are_named(tmp_path):
 
 # ----------------------------------------------------------------------------- bound to a loop
 
-from tests.conftest_loops import event_loop_kind, loop_runner  # noqa: E402,F401 (fixtures)
 
 
 def test_bound_journal_writes_after_the_loops_event_and_chains_the_same(tmp_path, loop_runner):

@@ -9,10 +9,6 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from core_ext import matching as M
 from core_ext.matching import (
     CANCEL_EXPIRED,
     CANCEL_IOC_REMAINDER,
@@ -57,6 +53,10 @@ from core_ext.matching import (
     TOP_DTYPE,
     MatchingBook,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core_ext import matching as M
 from engine.errors import DataError
 from engine.l3data import BITFINEX_LOT, BITFINEX_TICK, bitfinex_frames_to_ops, load_bitfinex_l3
 from tests.conftest import shared_file

@@ -482,8 +482,8 @@ def _mutate(rng: random.Random, data: bytes, seeds) -> bytes:
 @given(st.binary(max_size=100))
 def test_fuzz_random_bytes_match_reference(data):
     for direction in ("in", "out"):
-        got = outcome(lambda d: decode(direction, d), data)
-        assert got == outcome(lambda d: ref_decode(direction, d), data)
+        got = outcome(lambda d, direction=direction: decode(direction, d), data)
+        assert got == outcome(lambda d, direction=direction: ref_decode(direction, d), data)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -492,8 +492,8 @@ def test_fuzz_mutated_messages_match_reference(fields, seed):
     rng = random.Random(seed)
     data = _mutate(rng, pack("out", fields), [pack("out", fields)])
     for direction in ("in", "out"):
-        assert outcome(lambda d: decode(direction, d), data) == \
-            outcome(lambda d: ref_decode(direction, d), data)
+        assert outcome(lambda d, direction=direction: decode(direction, d), data) == \
+            outcome(lambda d, direction=direction: ref_decode(direction, d), data)
 
 
 @pytest.mark.slow
@@ -504,14 +504,14 @@ def test_fuzz_seeded_mutation_loop_ouch():
     kinds = {}
     tail = bytearray(b"\xa5" * 16)
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         data = _mutate(rng, rng.choice(seeds), seeds)
         # decode from a slice of a larger buffer with junk after it: no read past the end
         big = bytearray(data) + tail
         view = memoryview(big)[:len(data)]
         for direction in ("in", "out"):
-            got = outcome(lambda d: decode(direction, d), view)
-            assert got == outcome(lambda d: ref_decode(direction, d), data), (direction, data)
+            got = outcome(lambda d, direction=direction: decode(direction, d), view)
+            assert got == outcome(lambda d, direction=direction: ref_decode(direction, d), data), (direction, data)
             kinds[got if isinstance(got, str) else "ok"] = kinds.get(
                 got if isinstance(got, str) else "ok", 0) + 1
     elapsed = time.perf_counter() - t0

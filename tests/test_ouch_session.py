@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from tests.conftest_loops import loop  # noqa: F401 - the shared fixture (asyncio and uvloop)
-
 from core_ext import ouch
 from gateway.errors import NotLoggedOn
 from gateway.exchange import Exchange

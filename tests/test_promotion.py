@@ -564,9 +564,10 @@ def test_promote_main(tmp_path):
 
 
 def test_criteria_from_config_uses_the_configured_thresholds(tmp_path):
+    from importlib import resources
+
     from engine.config import load_config
     from engine.promotion import criteria_from_config
-    from importlib import resources
     text = (resources.files("engine") / "sample_config.toml").read_text()
     text = text.replace("min_sharpe = 1.0", "min_sharpe = 2.5").replace(
         "max_slippage_error_bps = 5", "max_slippage_error_bps = 3")

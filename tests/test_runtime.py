@@ -170,7 +170,7 @@ def test_latched_kill_switch_fails_preflight_and_admin_kill_needs_the_token(tmp_
 
 def test_fix_execution_cancels_an_order_it_did_not_send():
     """An order adopted after a restart: the cancel and the status request carry symbol and side."""
-    from engine.orders import OrdStatus, Order, Side, Tif
+    from engine.orders import Order, OrdStatus, Side, Tif
     from engine.venue_execution import FixExecution
 
     calls = []

@@ -297,7 +297,6 @@ def test_engine_run_applies_cpu_pinning_and_gc_policy_end_to_end(tmp_path):
 
 # ----------------------------------------------------------------------------- busy polling
 
-from tests.conftest_loops import event_loop_kind, loop_runner  # noqa: E402,F401 (fixtures)
 
 
 def test_busy_poll_keeps_the_loop_thread_on_the_cpu_and_events_flowing(loop_runner):
