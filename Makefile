@@ -42,7 +42,7 @@ demo: build
 	$(VENV)/bin/engine demo
 
 lint: $(STAMP)
-	$(PIP) install --quiet '.[lint]' --no-build-isolation --no-deps || $(PIP) install --quiet ruff cython-lint
+	$(PIP) install --quiet --no-build-isolation -e '.[lint]'   # editable, as the stamp installs it
 	$(VENV)/bin/ruff check engine gateway tests bench tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cython-lint core_ext   # it runs pycodestyle from PATH
 
