@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from core_ext.matching import NO_PRICE, ORDTYPE_LIMIT, ORDTYPE_MARKET, SIDE_BUY, SIDE_SELL, TIF_DAY
+from core_ext.records import untrack_acyclic
 
 from gateway.errors import GatewayError, NotLoggedOn
 from gateway.fix_session import BusinessReject, FixSession, SessionConfig
@@ -117,7 +118,7 @@ class SessionStatus:
 Event = ExecutionReportEvent | OrderCancelRejectEvent | MassCancelReportEvent | SessionStatus
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sent:
     symbol: str
     side: int
@@ -125,6 +126,9 @@ class _Sent:
     price: int | None
     ord_type: int
     tif: int
+
+    def __post_init__(self) -> None:
+        untrack_acyclic(self)      # one per order, kept: never scanned by the cyclic GC
 
 
 def _s(value: bytes | None) -> str | None:

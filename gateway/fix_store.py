@@ -17,15 +17,22 @@ import threading
 import time
 from dataclasses import dataclass
 
+from core_ext.records import untrack_acyclic
+
 from gateway.errors import SessionStoreError
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredMessage:
     seq_num: int
     msg_type: bytes
     body: bytes            # encoded body fields, "tag=value\x01..."
     sending_time: bytes    # original SendingTime (52), reused as OrigSendingTime (122)
+
+    def __post_init__(self) -> None:
+        # kept for the whole session (resends) and never part of a cycle: the cyclic GC
+        # need not scan it (core_ext.records module docstring)
+        untrack_acyclic(self)
 
 
 class MemoryStore:

@@ -254,3 +254,36 @@ def test_listeners_hear_of_a_new_order_after_it_left_and_of_a_failed_send_in_ord
     cl2 = om.submit("XYZ", "buy", 1, XYZ_PRICE)
     assert [t for t in trail if t[0] != "sent"] == [("PendingNew", cl2), ("Rejected", cl2)]
     assert om.order(cl2).reject_reason.startswith("SEND_FAILED")
+
+
+def test_long_lived_records_are_not_tracked_by_the_cyclic_gc_and_are_still_freed():
+    """Orders (built in C or in Python, of any subclass), the FIX store's messages and
+    the FIX client's per-order records are kept for the session: the cyclic collector
+    never scans them (core_ext.records), and reference counting still frees them."""
+    import gc
+    import weakref
+
+    from gateway.fix_client import _Sent
+    from gateway.fix_store import MemoryStore, StoredMessage
+    om, kernel, client, clock = make_om()
+    before = len(gc.get_objects(0))
+    ids = [om.submit("XYZ", "buy", 1, XYZ_PRICE, "DAY") for _ in range(200)]
+    orders = [om.order(cl) for cl in ids]
+    assert len({o.cl_ord_id for o in orders}) == 200 and any(o.state == S.PENDING_NEW for o in orders)
+    assert not any(gc.is_tracked(o) for o in orders)
+    assert not gc.is_tracked(Order(1, "XYZ", 1, Side.BUY, 1, XYZ_PRICE, Tif.DAY, S.NEW, 0, 0))
+    # 200 orders and their snapshots, journal rows and reports left no scannable objects
+    assert len(gc.get_objects(0)) - before < 200
+    store = MemoryStore()
+    store.store(StoredMessage(1, b"D", b"11=A\x01", b"20240101-00:00:00.000"))
+    (kept,) = store.get_range(1, 1)
+    assert not gc.is_tracked(kept) and kept.body == b"11=A\x01"
+    assert not gc.is_tracked(_Sent("XYZ", 0, 1, 100, 2, 0))
+
+    class Probe(Order):          # a subclass with a __dict__: weak-referenceable for this test
+        pass
+    probe = Probe(2, "XYZ", 1, Side.BUY, 1, XYZ_PRICE, Tif.DAY, S.NEW, 0, 0)
+    ref = weakref.ref(probe)
+    assert not gc.is_tracked(probe)
+    del probe
+    assert ref() is None         # freed by reference counting, no collection needed
