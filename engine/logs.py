@@ -400,24 +400,19 @@ class _BatchFlushed:
     def _rotate_first(self, record: logging.LogRecord | None, msg: str) -> None:
         """Rotate before writing `msg` if it is time to (subclasses)."""
 
-    def write_text(self, msg: str) -> None:
-        """Write an already formatted line (`_RecordLine`), rotating first if due."""
+    def write_text(self, msg: str, record: logging.LogRecord | None = None) -> None:
+        """Write an already formatted line (a `_RecordLine`'s, or `record` formatted),
+        rotating first if due."""
         if self.stream is None:
             self.stream = self._open()
-        self._rotate_first(None, msg)
-        if self.stream is None:
+        self._rotate_first(record, msg)
+        if self.stream is None:              # the rollover closed it
             self.stream = self._open()
         self.stream.write(msg)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = self.format(record) + self.terminator
-            if self.stream is None:
-                self.stream = self._open()
-            self._rotate_first(record, msg)
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(msg)
+            self.write_text(self.format(record) + self.terminator, record)
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
