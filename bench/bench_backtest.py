@@ -38,9 +38,9 @@ from dataclasses import replace
 from functools import cache
 
 import numpy as np
-from core_ext.replay import REPLAY_BOOK_SNAPSHOT, REPLAY_FLAG_END
 
 from bench.harness import Result, machine_load, percentiles, report
+from core_ext.replay import REPLAY_BOOK_SNAPSHOT, REPLAY_FLAG_END
 from engine.backtest import load_inputs, prepare_backtest, replay_python
 from engine.strategy import Strategy
 from tests.conftest import SHARED_DATA
