@@ -42,7 +42,7 @@ demo: build
 	$(VENV)/bin/engine demo
 
 lint: $(STAMP)
-	$(PIP) install --quiet --no-build-isolation -e '.[lint]'   # editable, as the stamp installs it
+	$(PIP) install --quiet 'ruff>=0.6' 'cython-lint>=0.16'   # the [lint] extra's tools; the stamp installed the project
 	$(VENV)/bin/ruff check --no-cache engine gateway tests bench tools   # a stale cache once hid a finding
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cython-lint core_ext   # it runs pycodestyle from PATH
 
