@@ -31,12 +31,12 @@ record in one of its fields would leak both; the fields' contract excludes it.
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
 
+from core_ext.common cimport base36
+
 
 cdef extern from "Python.h":
     int PyObject_IS_GC(object obj)
     void PyObject_GC_UnTrack(void* op)
-
-from core_ext.common cimport base36
 
 
 def untrack_acyclic(obj):
@@ -174,8 +174,10 @@ cdef class OrderRecord:
               "pending_since_ns", "last_status_ns", "status_queries", "unresolved_alerted")
     # fields: records.pxd
 
-    def __cinit__(self, *args, **kwargs):
-        # never part of a cycle (module docstring): the collector need not scan orders
+    def __cinit__(self):
+        # never part of a cycle (module docstring): the collector need not scan orders.
+        # No parameters: Cython then ignores the constructor's arguments instead of
+        # copying them into a tuple and a dict for every order.
         PyObject_GC_UnTrack(<PyObject*>self)
 
     def __init__(self, cl_ord_id, symbol, inst_id, side, qty, price, tif, state, created_ns,

@@ -655,10 +655,7 @@ class MetricsCollector:
         self.metrics.update({"engine_metrics_source_errors_total": dict(self._source_errors)})
         for name, rec in list(self._recorders.items()):
             yield
-            samples = rec.drain()
-            hist = f"engine_{name}_seconds"
-            self.metrics.observe_ns(hist, samples)
-            self._run_hists[name].observe_ns(samples)
+            samples = self._take(name, rec)
             window = self._windows[name]
             if samples.size:
                 window.append((now, samples))
@@ -676,12 +673,16 @@ class MetricsCollector:
         yet collected included (they also reach the Prometheus histograms)."""
         out: dict[str, dict[str, int | None]] = {}
         for name, rec in self._recorders.items():
-            samples = rec.drain()
-            if samples.size:
-                self.metrics.observe_ns(f"engine_{name}_seconds", samples)
-                self._run_hists[name].observe_ns(samples)
+            self._take(name, rec)
             out[name] = self._run_hists[name].summary()
         return out
+
+    def _take(self, name: str, rec: LatencyRecorder) -> np.ndarray:
+        """Drain `rec` into its Prometheus histogram and its whole-run histogram."""
+        samples = rec.drain()
+        self.metrics.observe_ns(f"engine_{name}_seconds", samples)
+        self._run_hists[name].observe_ns(samples)
+        return samples
 
     async def _notify(self, now: float) -> None:
         if not self._listeners:
