@@ -30,7 +30,8 @@ as a deployment with locked memory has it; the entry's note says whether it work
   when the publisher sends the packet and stops when the venue's FIX connection
   receives the bytes of the engine's NewOrderSingle (wire to wire: the venue's own
   parsing is not the engine's latency; the exchange must then receive the order, or
-  the sample fails). Both readings are taken in this process. The venue and the
+  the sample fails). Both readings are taken in this process; the start is taken
+  right before the publisher's sendto (the venue building its packet is not timed). The venue and the
   engine's event loop each have a CPU of their own when there are two (the engine's
   helper threads share the venue's); both busy-poll. Baseline: ``--loop asyncio``.
 * ``tick_to_trade_loopback_cython`` -- the same with the compiled strategy
@@ -38,6 +39,11 @@ as a deployment with locked memory has it; the entry's note says whether it work
   to ``TickToTrade``, whose bytes go straight into the FIX session) on uvloop;
   baseline: ``tick_to_trade_loopback``. What is left is the sockets, the event loop,
   the session's Python and the runtime's own housekeeping.
+* ``loopback_floor`` -- the same trip with nothing in it (``bench.loopback_floor``): a
+  relay child process receives each datagram and writes one NewOrderSingle-sized
+  message back over TCP, same loop, pinning and busy polling. The machine's own cost
+  of the loopback rows; they minus it is what the engine adds. Baseline: the relay on
+  the asyncio loop.
 
 Each packet holds one message that changes the top of book (an order joining the
 best bid or ask, then its delete); the strategy sends one order per top change.
@@ -563,6 +569,17 @@ class VenueSide:
             side._data_received(conn, data)
         FixConnection.data_received = data_received
         self.wire_t1 = 0
+        # the stopwatch starts when the publisher hands the packet to the kernel: right
+        # before its sendto, after the venue has built the packet (its own work)
+        publisher = self.venue.publisher
+        self._sendto_all = publisher._sendto_all
+
+        def sendto_all(packet: bytes) -> None:
+            if side.send_t0 == 0:
+                side.send_t0 = time.perf_counter_ns()
+            side._sendto_all(packet)
+        publisher._sendto_all = sendto_all
+        self.send_t0 = 0
         self.inj_live: str | None = None
         self.n = 0
         from gateway.loops import busy_poll
@@ -596,10 +613,11 @@ class VenueSide:
         self._inject()
         self.fut = fut = self.loop.create_future()
         self.wire_t1 = 0
-        t0 = time.perf_counter_ns()
+        self.send_t0 = 0
         sent = self.venue.publisher.flush()
-        if sent != 1:
-            raise RuntimeError(f"loopback: the injection published {sent} packets, expected 1")
+        t0 = self.send_t0
+        if sent != 1 or t0 == 0:
+            raise RuntimeError(f"loopback: the injection published {sent} packets, expected 1 (sent: {t0 != 0})")
         t_exchange = await asyncio.wait_for(fut, 5.0)
         self.fut = None
         t1 = self.wire_t1
@@ -633,6 +651,7 @@ class VenueSide:
         from gateway.fix_transport import FixConnection
         self._poller.cancel()
         FixConnection.data_received = self._data_received
+        del self.venue.publisher._sendto_all       # the class's method again
         self.xc.new_order = self._new_order
         await self.venue.stop()
 
@@ -770,6 +789,16 @@ def _measure_loopback(quick: bool) -> tuple[Result, Result, Result, str, dict, d
     return ours, base, compiled, notes[0] if notes else "", inside_py, inside_c
 
 
+def _measure_floor(quick: bool) -> tuple[Result, Result]:
+    """(uvloop, asyncio) samples of bench.loopback_floor: the same trip with a relay
+    that does no work in place of the engine."""
+    from bench.loopback_floor import floor_samples
+    n, warmup = (1_000, 200) if quick else (10_000, 1_000)
+    base = percentiles("loopback_floor[asyncio]", floor_samples("asyncio", n, warmup))
+    ours = percentiles("loopback_floor", floor_samples("uvloop", n, warmup))
+    return ours, base
+
+
 # ----------------------------------------------------------------------------- entries
 
 def _entry(ours: Result, base: Result, note: str) -> dict:
@@ -784,6 +813,7 @@ def _entry(ours: Result, base: Result, note: str) -> dict:
 def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
     cy, py, ref = _measure_inprocess(quick)
     loop, loop_base, loop_c, pinning, inside_py, inside_c = _measure_loopback(quick)
+    floor, floor_base = _measure_floor(quick)
     pre = "memory prefaulted" if PREFAULTED and all(PREFAULTED) else "memory NOT prefaulted"
     entries = [
         _entry(py, ref, "ITCH bytes -> FIX bytes through the engine core (ItchBookApplier, TradingCore, "
@@ -796,6 +826,10 @@ def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
                                 f"wire, timed at the venue); {pinning}; baseline: engine run --loop asyncio"),
         _entry(loop_c, loop, "the same with a compiled strategy (core_ext.t2t:QuoteAtTouch on "
                              "engine.compiled_path) on uvloop; baseline: tick_to_trade_loopback"),
+        _entry(floor, floor_base, "the machine's floor under the loopback rows: the same sockets, pinning and "
+                                  "busy polling with a relay that does no work in place of the engine "
+                                  "(bench.loopback_floor: UDP datagram in -> one NewOrderSingle-sized TCP "
+                                  "write out); baseline: the relay on asyncio"),
     ]
     for e in entries[:2]:
         e["note"] += f"; {pre}"
@@ -803,14 +837,14 @@ def _measure(quick: bool) -> tuple[list[tuple[Result, Result]], list[dict]]:
     # packet handed to the books -> order bytes written), whole run, warm-up included
     entries[2]["engine_tick_to_order"] = inside_py
     entries[3]["engine_tick_to_order"] = inside_c
-    rows = [(py, ref), (cy, py), (loop, loop_base), (loop_c, loop)]
+    rows = [(py, ref), (cy, py), (loop, loop_base), (loop_c, loop), (floor, floor_base)]
     return rows, entries
 
 
 def run(quick: bool = False) -> list[dict]:
     """Entries for `engine bench`: tick_to_trade_inprocess, tick_to_trade_cython,
-    tick_to_trade_loopback and tick_to_trade_loopback_cython (ns per event; baselines
-    measured in the same run)."""
+    tick_to_trade_loopback, tick_to_trade_loopback_cython and loopback_floor (ns per
+    event; baselines measured in the same run)."""
     return _measure(quick)[1]
 
 

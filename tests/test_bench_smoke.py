@@ -36,6 +36,10 @@ def test_engine_bench_quick_writes_every_named_benchmark(tmp_path):
         inside = by_name[name]["engine_tick_to_order"]
         assert inside["n"] >= by_name[name]["n"], (name, inside)
         assert 0 < inside["p50_ns"] <= inside["p99_ns"] <= inside["p999_ns"] <= inside["max_ns"], (name, inside)
+    # the floor under the loopback rows (the same trip with a relay that does no work),
+    # with its asyncio baseline
+    floor = by_name["loopback_floor"]
+    assert floor["n"] > 0 and floor["baseline"]["name"] == "loopback_floor[asyncio]", floor
     assert "of which inside engine run" in proc.stdout
     assert "loadavg_1m" in doc["meta"] and doc["meta"]["quick"] is True
     assert "tick_to_trade_inprocess" in proc.stdout
