@@ -51,20 +51,6 @@ log = logging.getLogger("engine.compiled")
 
 #: the compiled path's client order ids start here within the session prefix
 FIRST_SEQ = 1 << 31
-_MSG_START = b"\x018=FIX"
-
-
-def split_messages(data: bytes) -> list[bytes]:
-    """Concatenated FIX messages -> the messages (tag 8 only ever opens a message)."""
-    parts = []
-    start = 0
-    while True:
-        nxt = data.find(_MSG_START, start)
-        if nxt < 0:
-            parts.append(data[start:])
-            return parts
-        parts.append(data[start:nxt + 1])
-        start = nxt + 1
 
 
 def instrument_rows(config: Config, symbols: Iterable[str] | None = None) -> list[tuple[str, int, int, int, int]]:
@@ -132,8 +118,8 @@ class CompiledPath:
                 self.register(unsent_from_seq=first_seq)
             return t.last_result
         if out is not None:
-            for msg in split_messages(out):
-                session.commit_encoded(b"D", msg)
+            # the packet's orders in one write; the session keeps them for resends after
+            session.commit_encoded(b"D", out, count=t.next_seq_num - first_seq)
             if self.rt._tick_rec is not None:       # tick-to-order: packet in -> bytes written
                 self.rt._tick_rec.record_since(t0)
         if t.pending_orders:

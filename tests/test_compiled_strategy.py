@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from core_ext import t2t as ct
-from engine.compiled_path import FIRST_SEQ, split_messages
+from engine.compiled_path import FIRST_SEQ
 from engine.config import load_config
 from engine.errors import ConfigError, EngineError
 from engine.journal import JournalReader
@@ -69,13 +69,6 @@ def test_a_cython_strategy_refuses_the_stages_without_a_fix_session(tmp_path):
         with pytest.raises(EngineError, match="writes FIX: it runs in the stages small and live"):
             await rt.start()
     asyncio.run(main())
-
-
-def test_split_messages():
-    a = b"8=FIX.4.4\x019=5\x0135=D\x0110=001\x01"
-    b = b"8=FIX.4.4\x019=5\x0135=D\x0158=8=FIX\x0110=002\x01"
-    assert split_messages(a) == [a]
-    assert split_messages(a + b + a) == [a, b, a]
 
 
 def test_engine_runs_a_cython_strategy_against_the_venue(tmp_path):
