@@ -290,9 +290,12 @@ class StorageConfig:
     #   "before_send" (default): fsynced before the request leaves -- the venue never holds
     #       an order the journal does not know, even after a power cut; costs a disk flush
     #       per order (hundreds of microseconds);
-    #   "interval": written before the request leaves (a process crash loses nothing),
-    #       fsynced within journal_fsync_ms -- a power cut can lose the last interval,
-    #       which the restart's reconciliation with the venue then finds.
+    #   "interval": written to the file by the event loop right after the event that sent
+    #       the request (microseconds later, not on its path) and fsynced within
+    #       journal_fsync_ms -- a process killed in between, or a power cut within the
+    #       interval, can lose the record; the restart's reconciliation with the venue
+    #       then finds the order ("not in the journal") and trading stays blocked until
+    #       it is resolved.
     journal_sync: str = "before_send"
     journal_fsync_ms: int = 5
 

@@ -276,9 +276,10 @@ class Runtime:
                                        liquidity={"M": "maker", "T": "taker"}.get(fill.liquidity)))
 
     def _journal(self, event: str, payload: dict) -> None:
-        # written before the order leaves the process (the order manager calls this first);
-        # with real execution it is also on disk first, so the venue never holds an order
-        # the journal does not know, even after a crash
+        # appended before the order leaves the process (the order manager calls this first)
+        # and written to the file after the event; with journal_sync = "before_send" in a
+        # real stage it is on disk first, so the venue never holds an order the journal
+        # does not know, even after a power cut
         self.journal.append(event, payload)
         if event in recovery_mod.SEND_KINDS and self._sync_before_send and not self.journal.sync(timeout=2.0):
             raise JournalError(f"journal did not reach the disk within 2 s: {event} not sent")
