@@ -21,6 +21,12 @@ What differs from a Python strategy, by design:
   the write and the journal can leave an order at the venue that the journal does not
   know: the restart's reconciliation with the venue (order status, statement) finds
   it and blocks trading until it is resolved.
+* **Monitoring after the event.** The runtime's order log lines, store rows and
+  metrics hear of the compiled path's orders on the event loop's next turn (or before
+  any later emit of the order manager, never after the order's own reports): in a
+  burst of packets, each packet's orders leave before the previous packet's
+  bookkeeping. The order manager, the journal and the FIX client know each order at
+  once.
 * **FIX venues, real stages.** The strategy writes FIX bytes: it runs in ``small`` and
   ``live`` with ``[venue] protocol = "fix"``; other stages refuse to start it.
 * **Client order ids** of the compiled path are numbered from 2**31 within the
@@ -133,6 +139,18 @@ class CompiledPath:
         strategy failed mid-packet): their reservation goes back to the kernel and they
         are recorded as rejected."""
         rows = self.t2t.drain_orders().tolist()
+        om = self.om
+        # the runtime's logs, store rows and monitoring hear of these orders on the loop's
+        # next turn (OrderManager.defer_listeners): the order manager knows them now
+        deferring, om.defer_listeners = om.defer_listeners, True
+        try:
+            self._register_rows(rows, unsent_from_seq)
+        finally:
+            om.defer_listeners = deferring
+        om.schedule_flush()
+        return len(rows)
+
+    def _register_rows(self, rows: list, unsent_from_seq: int | None) -> None:
         om, symbols, kernel = self.om, self.symbols, self.core.kernel
         for cl, ts_ns, inst_id, qty, price, seq, _pseq, idx, outcome, side, tif in rows:
             if side not in (0, 1) or tif > 3:      # refused by the kernel in C: nothing to track
@@ -150,4 +168,3 @@ class CompiledPath:
                                    ts_ns, refused=refused, owner=self.owner)
             if not refused:
                 self.fix.record_sent(order)
-        return len(rows)

@@ -40,6 +40,7 @@ must be delivered on that thread (the asyncio runtime does so naturally).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import time
@@ -433,6 +434,17 @@ class OrderManager(OrderPath):
         self._exec_id_fifo: deque[str] = deque()
         self._exec_id_window = exec_id_window
         self._order_listeners: list[OrderListener] = []
+        # listeners registered with after_event=True (the runtime's logs, store rows and
+        # monitoring): while `defer_listeners` is set -- by the runtime during a feed
+        # event, by the compiled path while it registers what it sent -- their snapshots
+        # wait in _deferred_emits until flush_deferred (the next loop turn, or any later
+        # emit, whichever comes first), so the next packet of a burst is not kept behind
+        # them. Every other listener (the strategy's on_order, recovery's journaling of
+        # rejects) is called at once, as before.
+        self._after_event_listeners: list[OrderListener] = []
+        self._deferred_emits: list = []
+        self._flush_scheduled = False
+        self.defer_listeners = False
         self._fill_listeners: list[FillListener] = []
         self._block_reasons: dict[str, str] = {}
         self.reject_counts: Counter[str] = Counter()   # reject reason -> count (risk, local, venue)
@@ -447,13 +459,63 @@ class OrderManager(OrderPath):
         return self._client
 
     def add_listener(self, on_order: OrderListener | None = None,
-                     on_fill: FillListener | None = None) -> None:
+                     on_fill: FillListener | None = None, *, after_event: bool = False) -> None:
         """Listeners run in registration order: register the portfolio first, then
-        the risk policy, then the strategy host."""
+        the risk policy, then the strategy host. ``after_event``: an order listener that
+        may hear of orders after the event that made them (see `defer_listeners`), in
+        the order they happened, never after a later emit."""
         if on_order is not None:
-            self._order_listeners.append(on_order)
+            if after_event:
+                if not self._after_event_listeners:
+                    self._order_listeners.append(self._dispatch_after_event)
+                self._after_event_listeners.append(on_order)
+            else:
+                self._order_listeners.append(on_order)
         if on_fill is not None:
             self._fill_listeners.append(on_fill)
+
+    def _dispatch_after_event(self, snap) -> None:
+        if self.defer_listeners:
+            self._deferred_emits.append(snap)
+            return
+        if self._deferred_emits:
+            self.flush_deferred()           # what happened first is heard first
+        for cb in self._after_event_listeners:
+            cb(snap)
+
+    @property
+    def has_deferred(self) -> bool:
+        """Whether snapshots wait for the after-event listeners."""
+        return bool(self._deferred_emits)
+
+    def flush_deferred(self) -> int:
+        """Tell the after-event listeners what waited, oldest first; returns how many.
+        A listener that raises is logged and the others still hear of every update:
+        one bad row must not cost the log lines and store rows after it."""
+        self._flush_scheduled = False
+        pending = self._deferred_emits
+        if not pending:
+            return 0
+        self._deferred_emits = []
+        for snap in pending:
+            for cb in self._after_event_listeners:
+                try:
+                    cb(snap)
+                except Exception:  # noqa: BLE001 - monitoring must not stop the loop
+                    log.exception("an order listener failed on order %s (%s)", snap.cl_ord_id, snap.state)
+        return len(pending)
+
+    def schedule_flush(self) -> None:
+        """flush_deferred on the event loop's next turn (at once without a running loop)."""
+        if self._flush_scheduled or not self._deferred_emits:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_deferred()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush_deferred)
 
     # ------------------------------------------------------------------ blocking
     def block(self, reason: str, detail: str = "") -> None:

@@ -185,7 +185,9 @@ class Runtime:
         self.core = build_core(cfg, self.books, client, clock=self._clock, stage=self.stage,
                                state_dir=self.storage, journal=self._journal)
         self.recovery.restore(self.core, self.journal)     # step 2: before the venue session logs on
-        self.core.om.add_listener(on_order=self._record_order, on_fill=self._record_fill)
+        om = self.core.om
+        om.add_listener(on_order=self._stamp_order)          # latency stamps: at once
+        om.add_listener(on_order=self._record_order, on_fill=self._record_fill, after_event=True)
         self._wire_kill_switch_demotion()
         for symbol in self.books:          # fail closed until the feed has delivered
             self.core.on_book_stale(symbol, True)
@@ -229,20 +231,27 @@ class Runtime:
         self.store = Store(self.storage / "engine.db")
         self.capture = MarketDataCapture(self.storage / "capture", "quotes", list(cfg.instruments_by_symbol))
 
+    def _stamp_order(self, order) -> None:
+        """The latency recorders, when the order manager emits (right after a send, on
+        an ack), not when the after-event listeners run."""
+        if order.state == "PendingNew":
+            if self._feed_t0 and self._tick_rec is not None:     # the first order of a feed event
+                self._tick_rec.record_since(self._feed_t0)
+                self._feed_t0 = 0
+        elif order.state == "New" and order.cum_qty == 0 and self._ack_rec is not None:
+            live = self.core.om.order(order.cl_ord_id)      # created when submitted
+            if live is not None:
+                self._ack_rec.record(max(0, time.time_ns() - live.created_ns))
+
     def _record_order(self, order) -> None:
+        """Counters, the order log and the store row of an order update (an after-event
+        listener: during a feed event it runs on the loop's next turn)."""
         from engine.logs import log_order, log_risk
         from engine.store import OrderRow
         if order.state == "PendingNew":
             self._orders_sent[order.symbol] += 1
-            if self._feed_t0 and self._tick_rec is not None:     # the first order of a feed event
-                self._tick_rec.record_since(self._feed_t0)
-                self._feed_t0 = 0
         elif order.state == "Rejected" and not order.reject_reason.startswith("RISK_"):
             self._venue_rejects += 1
-        if order.state == "New" and order.cum_qty == 0 and self._ack_rec is not None:
-            live = self.core.om.order(order.cl_ord_id)      # created when submitted
-            if live is not None:
-                self._ack_rec.record(max(0, time.time_ns() - live.created_ns))
         log_order(str(order.state), cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=int(order.side),
                   qty=order.qty, price=order.price, cum_qty=order.cum_qty, reason=order.reject_reason or None)
         if order.state == "Rejected":
@@ -395,10 +404,16 @@ class Runtime:
         # execution client (_record_order hears of it right after the send), not after
         # the logs and store rows the order's listeners then write
         self._feed_t0 = time.perf_counter_ns()
+        om = self.core.om
+        # the logs, store rows and counters of what this event does run on the loop's
+        # next turn: a packet right behind this one is not kept waiting for them
+        om.defer_listeners = True
         try:
             self._handle_feed(result)
         finally:
             self._feed_t0 = 0
+            om.defer_listeners = False
+            om.schedule_flush()
 
     def _handle_feed(self, result) -> None:
         core, now = self.core, self._clock()
@@ -605,6 +620,7 @@ class Runtime:
         self._stopped = True
         core = self.core
         if core is not None:
+            core.om.flush_deferred()        # nothing the listeners have not heard of stays behind
             # the stop policy: cancel every open order; keep positions, or close them when
             # [orders] flatten_on_stop says so
             core.stop(reason)

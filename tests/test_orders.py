@@ -84,6 +84,66 @@ def test_new_ack_partial_fill_fill():
     kernel_matches(om, kernel)
 
 
+def test_after_event_listeners_wait_for_the_flush_and_hear_everything_in_order():
+    """During an event that defers them, after-event listeners (the runtime's logs and
+    store rows) hear nothing; immediate ones (the strategy's on_order) hear at once. The
+    flush, or any later emit, tells them everything in the order it happened."""
+    om, kernel, client, _ = make_om()
+    immediate, after = [], []
+    om.add_listener(on_order=lambda o: immediate.append((o.cl_ord_id, o.state)))
+    om.add_listener(on_order=lambda o: after.append((o.cl_ord_id, o.state)), after_event=True)
+    om.defer_listeners = True
+    a = om.submit("XYZ", "buy", 10, XYZ_PRICE)
+    b = om.submit("XYZ", "buy", 5000, XYZ_PRICE)          # risk reject: emitted too
+    om.defer_listeners = False
+    assert client.sent == [("new", a, 10, XYZ_PRICE)]      # the order left; nothing waited for them
+    assert immediate == [(a, S.PENDING_NEW), (b, S.REJECTED)]
+    assert after == [] and om.has_deferred
+    client.ack(a, venue_order_id="V1")                     # a later emit flushes what waited first
+    assert after == [(a, S.PENDING_NEW), (b, S.REJECTED), (a, S.NEW)]
+    assert not om.has_deferred and om.flush_deferred() == 0
+    # the snapshot is the state at the emit, not at the flush
+    om.defer_listeners = True
+    c = om.submit("XYZ", "buy", 7, XYZ_PRICE)
+    om.defer_listeners = False
+    client.ack(c, venue_order_id="V2")
+    assert after[-2:] == [(c, S.PENDING_NEW), (c, S.NEW)]
+
+
+def test_schedule_flush_runs_on_the_next_loop_turn_and_a_failing_listener_loses_nothing_else(caplog):
+    import asyncio
+    om, _, _, _ = make_om()
+    heard = []
+
+    def listener(o):
+        if o.qty == 13:
+            raise RuntimeError("listener bug")
+        heard.append(o.qty)
+    om.add_listener(on_order=listener, after_event=True)
+
+    async def main():
+        om.defer_listeners = True
+        om.submit("XYZ", "buy", 13, XYZ_PRICE)
+        om.submit("XYZ", "buy", 11, XYZ_PRICE)
+        om.defer_listeners = False
+        om.schedule_flush()
+        om.schedule_flush()                     # once per turn, however often asked
+        before = list(heard)
+        await asyncio.sleep(0)
+        return before
+    with caplog.at_level("ERROR", logger="engine.orders"):
+        before = asyncio.run(main())
+    assert before == []
+    # the failing call is logged; the order after it is still heard of
+    assert heard == [11]
+    assert "an order listener failed" in caplog.text and "listener bug" in caplog.text
+    om.defer_listeners = True
+    om.submit("XYZ", "buy", 12, XYZ_PRICE)
+    om.defer_listeners = False
+    om.schedule_flush()                         # without a running loop: at once
+    assert heard == [11, 12] and not om.has_deferred
+
+
 def test_risk_reject_is_logged_counted_and_never_sent(caplog):
     om, kernel, client, _ = make_om()
     with caplog.at_level("INFO", logger="engine.orders"):
