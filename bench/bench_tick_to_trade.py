@@ -665,8 +665,8 @@ def _cpus() -> tuple[int | None, int | None]:
     return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
 
 
-async def _start_engine(tmp: str, side: VenueSide, loop_name: str, compiled: bool,
-                        engine_cpu: int | None) -> tuple[asyncio.subprocess.Process, asyncio.Task, list[str]]:
+async def _start_engine(tmp: str, side: VenueSide, loop_name: str, compiled: bool, engine_cpu: int | None,
+                        extra_env: dict | None = None) -> tuple[asyncio.subprocess.Process, asyncio.Task, list[str]]:
     """`engine run` against side's venue; returns once it says it is running."""
     venue = f"""
 [venue]
@@ -686,8 +686,10 @@ feed_session = "{side.venue.options.itch_session}"
            "--admin-port", "0", "--loop", loop_name, "--busy-poll"]
     if engine_cpu is not None:
         cmd += ["--cpu", str(engine_cpu)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                                     os.environ.get("PYTHONPATH")])))
+    extra = dict(extra_env or {})
+    env = dict(os.environ, **{k: v for k, v in extra.items() if k != "PYTHONPATH"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra.get("PYTHONPATH"), str(REPO_ROOT),
+                                                      os.environ.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(REPO_ROOT), env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     lines: list[str] = []
@@ -728,9 +730,12 @@ def engine_latency(lines: list[str]) -> dict:
 
 
 def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = False,
-                      notes: list[str] | None = None, engine_side: dict | None = None) -> np.ndarray:
+                      notes: list[str] | None = None, engine_side: dict | None = None,
+                      side_class: type[VenueSide] | None = None, env: dict | None = None) -> np.ndarray:
     """n samples (ns) of the loopback with `engine run --loop loop_name`; `engine_side`
-    receives the engine's own tick_to_order percentiles (`engine_latency`)."""
+    receives the engine's own tick_to_order percentiles (`engine_latency`);
+    `side_class`: another venue side (bench.loopback_burst); `env`: extra environment
+    for `engine run`."""
     import signal
 
     from gateway.loops import run as run_on
@@ -738,11 +743,11 @@ def _loopback_samples(loop_name: str, n: int, warmup: int, compiled: bool = Fals
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 
     async def main() -> np.ndarray:
-        side = VenueSide()
+        side = (side_class or VenueSide)()
         await side.start()
         try:
             with tempfile.TemporaryDirectory(prefix="t2t-loop-") as tmp:
-                proc, reader, lines = await _start_engine(tmp, side, loop_name, compiled, engine_cpu)
+                proc, reader, lines = await _start_engine(tmp, side, loop_name, compiled, engine_cpu, env)
                 if venue_cpu is not None:      # after the engine started: it inherits our CPU set
                     os.sched_setaffinity(0, {venue_cpu})
                 try:

@@ -49,3 +49,17 @@ def test_engine_bench_rejects_an_unknown_module():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--only", "nosuch"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nosuch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_loopback_burst_probe_times_both_packets_at_the_engine():
+    """bench.loopback_burst runs `engine run` with the write probe loaded and lines the
+    engine's write times up with the venue's sends (it raises when they do not line up:
+    a write before its packet was sent, or fewer writes than orders)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.loopback_burst", "--quick"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("loopback burst, compiled strategy, n=500"), lines
+    for which in ("first packet", "second packet"):
+        (line,) = [ln for ln in lines if ln.strip().startswith(which)]
+        assert "engine write p50" in line and "venue read p50" in line, line
