@@ -14,19 +14,21 @@ order manager, and monitoring, logs and the store see every order.
 
 What differs from a Python strategy, by design:
 
-* **Journal after the send.** The order manager learns of each order right after its
-  bytes were written, in the same loop step (``OrderManager.record_sent``), and
-  journals it then -- not before, as for a Python strategy, and never fsynced first
+* **Journal after the send.** The order manager learns of each order after its bytes
+  were written (``OrderManager.record_sent``, see the next point), and journals it
+  then -- not before, as for a Python strategy, and never fsynced first
   (that would cost a disk flush per order, hundreds of microseconds). A crash between
   the write and the journal can leave an order at the venue that the journal does not
   know: the restart's reconciliation with the venue (order status, statement) finds
   it and blocks trading until it is resolved.
-* **Monitoring after the event.** The runtime's order log lines, store rows and
-  metrics hear of the compiled path's orders on the event loop's next turn (or before
-  any later emit of the order manager, never after the order's own reports): in a
-  burst of packets, each packet's orders leave before the previous packet's
-  bookkeeping. The order manager, the journal and the FIX client know each order at
-  once.
+* **Bookkeeping after the event.** The order manager, the journal and the FIX client
+  learn of a packet's orders on the event loop's next turn -- or the moment anything
+  reads or changes the orders (a report, a cancel, the kill switch, a status query:
+  ``OrderManager.settle``), whichever comes first -- and the runtime's order log
+  lines, store rows and metrics after that (or before any later emit, never after an
+  order's own reports). In a burst of packets, each packet's orders leave before the
+  previous packet's bookkeeping. The risk kernel has reserved each order in C before
+  it was encoded: limits hold in between.
 * **FIX venues, real stages.** The strategy writes FIX bytes: it runs in ``small`` and
   ``live`` with ``[venue] protocol = "fix"``; other stages refuse to start it.
 * **Client order ids** of the compiled path are numbered from 2**31 within the
@@ -38,6 +40,7 @@ What differs from a Python strategy, by design:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -99,6 +102,7 @@ class CompiledPath:
         self.owner = rt.core.host.ctx.owner
         self.errors = 0
         self.feed._apply = self.apply          # the feed handler's gap logic stays in front
+        self.om.add_settle_hook(self._settle)
 
     def apply(self, packet):
         """One feed packet (the feed handler's apply hook) -> its ItchApplyResult."""
@@ -129,8 +133,29 @@ class CompiledPath:
             if self.rt._tick_rec is not None:       # tick-to-order: packet in -> bytes written
                 self.rt._tick_rec.record_since(t0)
         if t.pending_orders:
-            self.register()
+            self._register_later()
         return t.last_result
+
+    def _register_later(self) -> None:
+        """Register the packet's orders with the order manager on the loop's next turn,
+        after the packets already waiting (a burst's next order leaves first), or as
+        soon as anything reads or changes the orders (OrderManager.settle), whichever
+        comes first: a report, a cancel, the kill switch never meet an order the
+        manager does not know."""
+        om = self.om
+        if om.unsettled:
+            return                          # a settle is due already; it takes these rows too
+        om.unsettled = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:                # no event loop (a direct call): now
+            om.settle()
+            return
+        loop.call_soon(om.settle)
+
+    def _settle(self) -> None:
+        if self.t2t.pending_orders:
+            self.register()
 
     def register(self, unsent_from_seq: int | None = None) -> int:
         """The order log -> the order manager (and the FIX client's memory of what it

@@ -445,6 +445,11 @@ class OrderManager(OrderPath):
         self._deferred_emits: list = []
         self._flush_scheduled = False
         self.defer_listeners = False
+        # orders already sent that this manager has not recorded yet (the compiled path
+        # registers a packet's orders on the loop's next turn): every method that reads
+        # or changes the orders first runs the settle hooks while `unsettled` is set
+        self._settle_hooks: list[Callable[[], object]] = []
+        self.unsettled = False
         self._fill_listeners: list[FillListener] = []
         self._block_reasons: dict[str, str] = {}
         self.reject_counts: Counter[str] = Counter()   # reject reason -> count (risk, local, venue)
@@ -517,6 +522,18 @@ class OrderManager(OrderPath):
         self._flush_scheduled = True
         loop.call_soon(self.flush_deferred)
 
+    def add_settle_hook(self, hook: Callable[[], object]) -> None:
+        """`hook()` records orders sent but not recorded yet (record_sent); it runs
+        before any method reads or changes the orders once someone set `unsettled`."""
+        self._settle_hooks.append(hook)
+
+    def settle(self) -> None:
+        """Record what was sent but not recorded yet (see add_settle_hook)."""
+        if self.unsettled:
+            self.unsettled = False
+            for hook in self._settle_hooks:
+                hook()
+
     # ------------------------------------------------------------------ blocking
     def block(self, reason: str, detail: str = "") -> None:
         """Refuse new orders (and replaces) while any reason is set. Cancels still go."""
@@ -538,9 +555,13 @@ class OrderManager(OrderPath):
 
     # ------------------------------------------------------------------ reading
     def order(self, cl_ord_id: int) -> Order | None:
+        if self.unsettled:
+            self.settle()
         return self._orders.get(cl_ord_id)
 
     def orders(self) -> list[Order]:
+        if self.unsettled:
+            self.settle()
         return list(self._orders.values())
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
@@ -549,6 +570,8 @@ class OrderManager(OrderPath):
         Reads the index of live orders (every order enters it when created; terminal
         ones are dropped here, lazily), so the cost follows the open orders, not every
         order of the session."""
+        if self.unsettled:
+            self.settle()
         live = self._live
         done = [k for k, o in live.items() if o.state in TERMINAL_STATES]
         for k in done:
@@ -562,6 +585,8 @@ class OrderManager(OrderPath):
 
         Orders are kept in creation order, so the scan stops at the first order created
         at or after the cutoff: the cost follows the old orders, not the session's."""
+        if self.unsettled:
+            self.settle()
         gone = []
         for k, o in self._orders.items():
             if o.created_ns >= older_than_ns:
@@ -616,6 +641,8 @@ class OrderManager(OrderPath):
     def cancel(self, cl_ord_id: int) -> bool:
         """Request a cancel. True if a cancel is (now or already) on its way, False if
         the order is unknown or already terminal. Allowed while trading is blocked."""
+        if self.unsettled:
+            self.settle()
         order = self._orders.get(cl_ord_id)
         if order is None or order.state in TERMINAL_STATES:
             return False
@@ -656,6 +683,8 @@ class OrderManager(OrderPath):
         risk kernel or a block refuses it; the original is then untouched), or None if
         the order cannot be replaced now (unknown, terminal, pending, market order, or
         nothing changes)."""
+        if self.unsettled:
+            self.settle()
         order = self._orders.get(cl_ord_id)
         if order is None or order.state not in (S.NEW, S.PARTIALLY_FILLED) or order.price is None:
             return None
@@ -704,7 +733,7 @@ class OrderManager(OrderPath):
         """Cancel every open order (of `symbol`, or all). With a client that supports
         it, one mass-cancel request; otherwise one cancel per order. Returns the ids of
         the orders a cancel now covers (confirm with `open_orders`)."""
-        targets = self.open_orders(symbol)
+        targets = self.open_orders(symbol)        # (settles first)
         if not targets:
             return []
         if use_mass_cancel and getattr(self._client, "supports_mass_cancel", False):
@@ -743,6 +772,8 @@ class OrderManager(OrderPath):
         """Register a live order that did not go through `submit` in this process
         (journal replay after a restart, an order found at reconciliation): counted
         open in the kernel (``on_order_accepted``), later ids stay above it."""
+        if self.unsettled:
+            self.settle()
         side, tif = Side.parse(side), Tif.parse(tif)
         inst = self.instruments.get(symbol)
         if inst is None:
@@ -772,6 +803,8 @@ class OrderManager(OrderPath):
         """Query the venue about orders pending longer than status_timeout_ns (again
         every status_timeout_ns, at most max_status_queries times; then one alert per
         order). Returns the ids queried now."""
+        if self.unsettled:
+            self.settle()
         now = self.clock() if now_ns is None else now_ns
         queried = []
         # the live index, not every order of the session: a pending order is never
@@ -804,6 +837,8 @@ class OrderManager(OrderPath):
     # ------------------------------------------------------------------ reports
     def on_execution_report(self, report: ExecutionReport) -> None:
         """Apply one execution report (see the module docstring for the rules)."""
+        if self.unsettled:
+            self.settle()                 # a report never meets an order not yet recorded
         self.stats["reports"] += 1
         if report.exec_id:
             if report.exec_id in self._exec_ids:

@@ -620,7 +620,8 @@ class Runtime:
         self._stopped = True
         core = self.core
         if core is not None:
-            core.om.flush_deferred()        # nothing the listeners have not heard of stays behind
+            core.om.settle()                # nothing sent and unrecorded, nothing unheard of, stays behind
+            core.om.flush_deferred()
             # the stop policy: cancel every open order; keep positions, or close them when
             # [orders] flatten_on_stop says so
             core.stop(reason)

@@ -144,6 +144,48 @@ def test_schedule_flush_runs_on_the_next_loop_turn_and_a_failing_listener_loses_
     assert heard == [11, 12] and not om.has_deferred
 
 
+def _sent_but_unrecorded(om, kernel, clock, cl: int, qty: int = 10):
+    """What the compiled path leaves between its write and its registration: the
+    kernel has reserved the order (in C), the order manager does not know it yet; a
+    settle hook records it."""
+    assert kernel.check(XYZ, 0, qty, XYZ_PRICE, cl, clock.now) == rk.RISK_OK
+    recorded = []
+
+    def hook():
+        if not recorded:
+            recorded.append(om.record_sent(cl, "XYZ", 0, qty, XYZ_PRICE, 0, clock.now))
+    om.add_settle_hook(hook)
+    om.unsettled = True
+    return recorded
+
+
+def test_a_report_for_an_order_sent_but_not_yet_recorded_settles_it_first():
+    om, kernel, client, clock = make_om()
+    cl = (1 << 62) + 1
+    recorded = _sent_but_unrecorded(om, kernel, clock, cl)
+    client.ack(cl, venue_order_id="V9")
+    assert recorded and not om.unsettled
+    assert om.order(cl).state is S.NEW and not om.alerts          # never an "unknown order"
+    kernel_matches(om, kernel)
+
+
+@pytest.mark.parametrize("access", ["cancel_all", "open_orders", "order", "orders", "cancel", "check_timeouts"])
+def test_every_way_to_the_orders_settles_what_was_sent_first(access):
+    """The kill switch cancels through cancel_all: an order sent a moment ago is among
+    the cancelled, not left working at the venue."""
+    om, kernel, client, clock = make_om()
+    cl = (1 << 62) + 2
+    _sent_but_unrecorded(om, kernel, clock, cl)
+    result = {"cancel_all": lambda: om.cancel_all(), "open_orders": lambda: [o.cl_ord_id for o in om.open_orders()],
+              "order": lambda: om.order(cl), "orders": lambda: [o.cl_ord_id for o in om.orders()],
+              "cancel": lambda: om.cancel(cl), "check_timeouts": lambda: om.check_timeouts()}[access]()
+    assert not om.unsettled and om.order(cl) is not None
+    if access in ("cancel_all", "open_orders", "orders"):
+        assert cl in result
+    if access in ("cancel_all", "cancel"):
+        assert ("cancel", cl) == client.sent[-1][:2]
+
+
 def test_risk_reject_is_logged_counted_and_never_sent(caplog):
     om, kernel, client, _ = make_om()
     with caplog.at_level("INFO", logger="engine.orders"):
