@@ -631,11 +631,14 @@ class VenueSide:
         await asyncio.sleep(QUIET_S)
         return t1 - t0
 
+    SAMPLE_SHAPE: tuple[int, ...] = ()     # what one step returns: one latency
+    ORDERS_PER_STEP = 1
+
     async def run(self, n: int, warmup: int) -> np.ndarray:
         self.received = 0          # the engine may have sent orders while it synchronised its book
         for _ in range(warmup):
             await self.step()
-        out = np.empty(n, dtype=np.float64)
+        out = np.empty((n, *self.SAMPLE_SHAPE), dtype=np.float64)
         gc.collect()
         gc.disable()
         try:
@@ -643,8 +646,9 @@ class VenueSide:
                 out[i] = await self.step()
         finally:
             gc.enable()
-        if self.received != n + warmup:
-            raise RuntimeError(f"loopback: {self.received} orders reached the venue, expected {n + warmup}")
+        expected = (n + warmup) * self.ORDERS_PER_STEP
+        if self.received != expected:
+            raise RuntimeError(f"loopback: {self.received} orders reached the venue, expected {expected}")
         return out
 
     async def stop(self) -> None:

@@ -29,7 +29,6 @@ does after the first order's write, before it reads the next datagram.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ class BurstVenueSide(VenueSide):
     `HOLD_S` later."""
 
     HOLD_S = 0.0005
+    SAMPLE_SHAPE = (2,)         # (first, second)
+    ORDERS_PER_STEP = 2
 
     async def start(self) -> None:
         await super().start()
@@ -91,7 +92,7 @@ class BurstVenueSide(VenueSide):
             raise RuntimeError(f"loopback burst: the injection published {sent} packets, expected 1")
         return self.send_t0
 
-    async def burst(self) -> tuple[int, int]:
+    async def step(self) -> tuple[int, int]:
         before = len(self.engine_orders)
         self.arrivals = []
         self.holding = True
@@ -116,19 +117,6 @@ class BurstVenueSide(VenueSide):
         await asyncio.sleep(QUIET_S)
         return ta - t0a, tb - t0b
 
-    async def run(self, n: int, warmup: int) -> np.ndarray:
-        for _ in range(warmup):
-            await self.burst()
-        out = np.empty((n, 2), dtype=np.float64)
-        gc.collect()
-        gc.disable()
-        try:
-            for i in range(n):
-                out[i] = await self.burst()
-        finally:
-            gc.enable()
-        return out
-
 
 def burst_samples(n: int, warmup: int, compiled: bool = True) -> dict[str, np.ndarray]:
     """{"venue": (n, 2), "engine": (n, 2)} latencies in ns of the first and second
@@ -136,8 +124,8 @@ def burst_samples(n: int, warmup: int, compiled: bool = True) -> dict[str, np.nd
     sends: list[tuple[int, int]] = []
 
     class Side(BurstVenueSide):
-        async def burst(self) -> tuple[int, int]:
-            result = await super().burst()
+        async def step(self) -> tuple[int, int]:
+            result = await super().step()
             sends.append(self.last_sends)
             return result
 
