@@ -13,8 +13,9 @@ Two readings per packet, both from its own sendto:
 * **engine write** -- when the engine's write of that NewOrderSingle returned (its
   bytes are then in the venue's socket). The engine is started with
   ``bench/probe_site`` first on its PYTHONPATH: a ``sitecustomize`` that notes
-  ``perf_counter_ns()`` after each NewOrderSingle write (CLOCK_MONOTONIC, the clock this
-  process reads too) and saves them when it exits. This is the engine's latency.
+  ``perf_counter_ns()`` and the ClOrdID after each NewOrderSingle write
+  (CLOCK_MONOTONIC, the clock this process reads too) and saves them when it exits;
+  they are matched to the bursts by ClOrdID. This is the engine's latency.
 * **venue read** -- when the venue's FIX connection got the bytes (as the loopback
   benchmark times it). The venue holds the engine's orders 0.5 ms before handling
   them, so handling the first cannot delay reading the second; on a 2-vCPU machine the
@@ -120,30 +121,33 @@ class BurstVenueSide(VenueSide):
 
 def burst_samples(n: int, warmup: int, compiled: bool = True) -> dict[str, np.ndarray]:
     """{"venue": (n, 2), "engine": (n, 2)} latencies in ns of the first and second
-    packet of each burst, and "gap": (n,) ns between the two sendtos."""
-    sends: list[tuple[int, int]] = []
+    packet of each burst, and "gap": (n,) ns between the two sendtos. The engine's
+    write times are matched to the bursts by ClOrdID."""
+    bursts: list[tuple[int, int, str, str]] = []      # (send 1, send 2, order 1, order 2)
 
     class Side(BurstVenueSide):
         async def step(self) -> tuple[int, int]:
             result = await super().step()
-            sends.append(self.last_sends)
+            bursts.append((*self.last_sends, *self.engine_orders[-2:]))
             return result
 
     with tempfile.TemporaryDirectory(prefix="loopback-burst-") as tmp:
-        stamps_path = Path(tmp) / "writes.npy"
+        stamps_path = Path(tmp) / "writes.npz"
         venue = _loopback_samples("uvloop", n, warmup, compiled=compiled, side_class=Side,
                                   env={"PYTHONPATH": str(PROBE_SITE), "ENGINE_PROBE_WRITES": str(stamps_path)})
         if not stamps_path.exists():
             raise RuntimeError("loopback burst: the engine saved no write times (probe not loaded?)")
-        writes = np.load(stamps_path)
-    if len(writes) < 2 * (n + warmup):
-        raise RuntimeError(f"loopback burst: {len(writes)} order writes noted, expected {2 * (n + warmup)}")
-    # the last 2n writes are the measured bursts' orders, two per burst, in order
-    t_write = writes[-2 * n:].reshape(n, 2)
-    t_send = np.array(sends[-n:], dtype=np.int64)
+        with np.load(stamps_path) as saved:
+            written = dict(zip((cl.decode() for cl in saved["cl_ord_id"]), saved["t"].tolist(), strict=True))
+    measured = bursts[-n:]
+    missing = [cl for b in measured for cl in b[2:] if cl not in written]
+    if missing:
+        raise RuntimeError(f"loopback burst: no write noted for {len(missing)} order(s), e.g. {missing[0]}")
+    t_send = np.array([b[:2] for b in measured], dtype=np.int64)
+    t_write = np.array([(written[b[2]], written[b[3]]) for b in measured], dtype=np.int64)
     engine = (t_write - t_send).astype(np.float64)
     if (engine <= 0).any():
-        raise RuntimeError("loopback burst: a write noted before its packet was sent (samples misaligned)")
+        raise RuntimeError("loopback burst: an order written before its packet was sent")
     return {"venue": venue, "engine": engine, "gap": (t_send[:, 1] - t_send[:, 0]).astype(np.float64)}
 
 

@@ -3,9 +3,11 @@
 A relay child process stands where `engine run` stands in ``tick_to_trade_loopback``:
 it receives each UDP datagram and at once writes one NewOrderSingle-sized message on
 its TCP connection back to the measuring process -- no decoding, no book, no strategy,
-no risk check, no FIX session, no journal. Both sides run the same event loop, are
-pinned the same way (measuring process on one CPU, the relay's loop on the other) and
-busy-poll with ``gateway.loops.busy_poll`` as the benchmark's venue and engine do. The
+no risk check, no FIX session, no journal. As in the loopback benchmark, the
+measuring side runs on uvloop and the relay on the loop under test (``--loop``; uvloop,
+or asyncio for the baseline); they are pinned the same way (measuring process on one
+CPU, the relay's loop on the other) and busy-poll with ``gateway.loops.busy_poll`` as
+the benchmark's venue and engine do. The
 clock starts right before the measuring side's sendto and stops when its TCP
 connection receives the relay's bytes, as in the loopback benchmark.
 

@@ -122,19 +122,42 @@ class CompiledPath:
                 raise                       # the packet itself did not apply: the feed handler's error
             self.errors += 1
             log.error("compiled strategy failed; stopping it", exc_info=exc)
-            self.core.host._failed("on_top", exc)
-            # what this packet encoded never reached the session: not sent
+            # what this packet encoded never reached the session: not sent. Recorded
+            # before the strategy is stopped, so nothing its stop reads can settle
+            # these rows as sent.
             if t.pending_orders:
                 self.register(unsent_from_seq=first_seq)
+            self.core.host._failed("on_top", exc)
             return t.last_result
         if out is not None:
             # the packet's orders in one write; the session keeps them for resends after
-            session.commit_encoded(b"D", out, count=t.next_seq_num - first_seq)
+            count = t.next_seq_num - first_seq
+            try:
+                session.commit_encoded(b"D", out, count=count)
+            except Exception as exc:  # noqa: BLE001 - the packet applied: the feed must go on
+                self._commit_failed(exc, first_seq, count)
+                return t.last_result
             if self.rt._tick_rec is not None:       # tick-to-order: packet in -> bytes written
                 self.rt._tick_rec.record_since(t0)
         if t.pending_orders:
             self._register_later()
         return t.last_result
+
+    def _commit_failed(self, exc: Exception, first_seq: int, count: int) -> None:
+        """The FIX session refused or failed the packet's orders. Nothing written (the
+        sequence number did not move: refused before the write): they are recorded as
+        not sent, their reservations released, and the strategy stopped -- its bytes
+        were not what the session expects. Written, then failed (keeping them for
+        resends): they are at the venue and registered as sent."""
+        self.errors += 1
+        written = self.session.next_sender_seq != first_seq
+        log.error("compiled path: the FIX session failed %d order(s) %s", count,
+                  "after writing them" if written else "before writing them", exc_info=exc)
+        if written:
+            self._register_later()
+            return
+        self.register(unsent_from_seq=first_seq)
+        self.core.host._failed("commit", exc)
 
     def _register_later(self) -> None:
         """Register the packet's orders with the order manager on the loop's next turn,
@@ -164,14 +187,17 @@ class CompiledPath:
         strategy failed mid-packet): their reservation goes back to the kernel and they
         are recorded as rejected."""
         rows = self.t2t.drain_orders().tolist()
-        om = self.om
+        om, rt = self.om, self.rt
         # the runtime's logs, store rows and monitoring hear of these orders on the loop's
-        # next turn (OrderManager.defer_listeners): the order manager knows them now
+        # next turn (OrderManager.defer_listeners): the order manager knows them now. The
+        # runtime's tick-to-order stamp is not for them (apply took it at the write).
         deferring, om.defer_listeners = om.defer_listeners, True
+        feed_t0, rt._feed_t0 = rt._feed_t0, 0
         try:
             self._register_rows(rows, unsent_from_seq)
         finally:
             om.defer_listeners = deferring
+            rt._feed_t0 = feed_t0
         om.schedule_flush()
         return len(rows)
 
@@ -189,7 +215,10 @@ class CompiledPath:
             elif unsent_from_seq is not None and seq >= unsent_from_seq:
                 kernel.on_cancel(inst_id, side, qty)
                 refused = "NOT_SENT: the strategy failed before the packet's orders were written"
-            order = om.record_sent(cl, symbols[idx], side, qty, None if price == rk.NO_PRICE else price, tif,
-                                   ts_ns, refused=refused, owner=self.owner)
-            if not refused:
-                self.fix.record_sent(order)
+            try:
+                order = om.record_sent(cl, symbols[idx], side, qty, None if price == rk.NO_PRICE else price,
+                                       tif, ts_ns, refused=refused, owner=self.owner)
+                if not refused:
+                    self.fix.record_sent(order)
+            except Exception:  # noqa: BLE001 - one row's failure must not lose the others
+                log.exception("compiled path: recording order %s failed", cl)

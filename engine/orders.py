@@ -485,8 +485,14 @@ class OrderManager(OrderPath):
             return
         if self._deferred_emits:
             self.flush_deferred()           # what happened first is heard first
+        self._tell_after_event(snap)
+
+    def _tell_after_event(self, snap) -> None:
         for cb in self._after_event_listeners:
-            cb(snap)
+            try:
+                cb(snap)
+            except Exception:  # noqa: BLE001 - monitoring must not break order handling
+                log.exception("an order listener failed on order %s (%s)", snap.cl_ord_id, snap.state)
 
     @property
     def has_deferred(self) -> bool:
@@ -503,11 +509,7 @@ class OrderManager(OrderPath):
             return 0
         self._deferred_emits = []
         for snap in pending:
-            for cb in self._after_event_listeners:
-                try:
-                    cb(snap)
-                except Exception:  # noqa: BLE001 - monitoring must not stop the loop
-                    log.exception("an order listener failed on order %s (%s)", snap.cl_ord_id, snap.state)
+            self._tell_after_event(snap)
         return len(pending)
 
     def schedule_flush(self) -> None:
@@ -625,14 +627,18 @@ class OrderManager(OrderPath):
         self._orders[cl_ord_id] = order
         self._live[cl_ord_id] = order
         self.stats["submitted"] += 1
-        self._write("submit", {"cl_ord_id": cl_ord_id, "symbol": symbol, "side": int(side), "qty": qty,
-                               "price": price, "tif": int(tif), "tag": "", "owner": owner, "ts_ns": ts_ns,
-                               "compiled": True})
+        if not refused:
+            order.reserved = qty
+            order.kernel_open = True
+        try:
+            self._write("submit", {"cl_ord_id": cl_ord_id, "symbol": symbol, "side": int(side), "qty": qty,
+                                   "price": price, "tif": int(tif), "tag": "", "owner": owner, "ts_ns": ts_ns,
+                                   "compiled": True})
+        except Exception as exc:  # noqa: BLE001 - the order is at the venue whatever the journal says
+            self._raise_alert("journal_failed", f"order {cl_ord_id} was sent but not journaled: {exc!r}")
         if refused:
             self._local_reject(order, refused)
             return order
-        order.reserved = qty
-        order.kernel_open = True
         self.stats["sent"] += 1
         if self._order_listeners:
             self._emit_order(order)
@@ -936,6 +942,8 @@ class OrderManager(OrderPath):
                 self._done_pending(order)
         fill = Fill(order.cl_ord_id, exec_id, order.symbol, order.inst_id, order.side, q, px, ts_ns,
                     order.leaves_qty, commission, liquidity, inferred)
+        if self._deferred_emits:
+            self.flush_deferred()     # the order's earlier updates are heard before its fill
         for cb in self._fill_listeners:
             cb(fill)
         self._emit_order(order)

@@ -290,7 +290,10 @@ class Runtime:
         # real stage it is on disk first, so the venue never holds an order the journal
         # does not know, even after a power cut
         self.journal.append(event, payload)
-        if event in recovery_mod.SEND_KINDS and self._sync_before_send and not self.journal.sync(timeout=2.0):
+        # (a compiled-path order is journaled after it was sent: waiting for the disk
+        # then would only hold the event loop)
+        if event in recovery_mod.SEND_KINDS and self._sync_before_send and not payload.get("compiled") \
+                and not self.journal.sync(timeout=2.0):
             raise JournalError(f"journal did not reach the disk within 2 s: {event} not sent")
 
     def _execution_client(self):
@@ -620,8 +623,10 @@ class Runtime:
         self._stopped = True
         core = self.core
         if core is not None:
-            core.om.settle()                # nothing sent and unrecorded, nothing unheard of, stays behind
-            core.om.flush_deferred()
+            try:
+                core.om.settle()            # nothing sent and unrecorded stays behind
+            except Exception:  # noqa: BLE001 - the stop goes on: cancels, files closed
+                log.exception("stop: recording the orders sent last failed")
             # the stop policy: cancel every open order; keep positions, or close them when
             # [orders] flatten_on_stop says so
             core.stop(reason)
@@ -647,6 +652,8 @@ class Runtime:
             await self.ouch.client.stop()
         if self.feed is not None:
             await self.feed.stop()
+        if core is not None:
+            core.om.flush_deferred()        # the last order updates reach the logs and the store
         if self.journal is not None:
             self.journal.close()
         if self.capture is not None:

@@ -292,32 +292,44 @@ class FixSession:
         and only then is the message kept for resends. A process killed between the
         write and that last step leaves a message the counterparty has and the store
         lacks; a ResendRequest for it is answered with a SequenceReset-GapFill, as for
-        any message not kept (an order is never resent late anyway: it is the one
-        resend FIX lets a sender refuse)."""
+        any message not kept. Everything is checked before the number moves: each of
+        the `count` messages must be whole (8=FIX ... 10=nnn), carry this session's
+        header and its own MsgSeqNum (next_sender_seq + i)."""
         online = self.logged_on
         if not online and not offline_ok:
             raise NotLoggedOn(f"session {self.config.sender_comp_id}->{self.config.target_comp_id} "
                               "is not logged on")
-        if (count < 1 or data[-7:-4] != b"10=" or data.find(self._header_end) < 0
-                or (count > 1 and data.count(b"\x0110=") != count)):
-            raise ValueError(f"commit_encoded: not {count} message(s) of this session's encoder")
         store = self.store
         seq = store.next_sender_seq
+        bodies = self._encoded_bodies(data, seq, count)
         store.set_next_sender(seq + count)
         if online:
             self._write(data)
+            self.messages_out += count - 1
         sending_time = self.encoder.last_sending_time
+        for i, (begin, end) in enumerate(bodies):
+            store.store(StoredMessage(seq + i, msg_type, data[begin:end], sending_time))
+        return seq
+
+    def _encoded_bodies(self, data: bytes, seq: int, count: int) -> list[tuple[int, int]]:
+        """(start, end) of each message's body in `data` (after 56=<target>, up to the
+        checksum field), or ValueError naming what is wrong."""
+        if count < 1 or data.count(b"\x0110=") != count or data[-7:-4] != b"10=" or data[-1:] != b"\x01":
+            raise ValueError(f"commit_encoded: not {count} whole message(s)")
         header_end, skip = self._header_end, len(self._header_end)
-        if count == 1:
-            store.store(StoredMessage(seq, msg_type, data[data.find(header_end) + skip:-7], sending_time))
-            return seq
+        bodies = []
         start = 0
         for i in range(count):
             end = data.find(b"\x0110=", start) + 8          # the end of this message's checksum field
             body_start = data.find(header_end, start, end)
-            store.store(StoredMessage(seq + i, msg_type, data[body_start + skip:end - 7], sending_time))
+            if not data.startswith(b"8=FIX", start) or body_start < 0 or end > len(data):
+                raise ValueError(f"commit_encoded: message {i + 1} of {count} is not one of this "
+                                 f"session's encoder ({self.config.sender_comp_id}->{self.config.target_comp_id})")
+            if data.find(b"\x0134=%d\x01" % (seq + i), start, body_start) < 0:
+                raise ValueError(f"commit_encoded: message {i + 1} of {count} does not carry MsgSeqNum {seq + i}")
+            bodies.append((body_start + skip, end - 7))
             start = end
-        return seq
+        return bodies
 
     def send_logon(self) -> None:
         fields: list[tuple[int, bytes | str | int]] = [(98, 0), (108, self.heartbeat_interval)]

@@ -219,3 +219,48 @@ def test_orders_a_failing_strategy_encoded_are_released_not_sent(tmp_path, faili
     assert venue_expects == ours_next and resends == []
     records = [r for r in JournalReader(tmp_path / "store" / "journal") if r.kind == "submit"]
     assert order.cl_ord_id in {r.payload["cl_ord_id"] for r in records if r.payload.get("compiled")}
+
+
+def test_orders_the_fix_session_refuses_are_released_and_the_feed_goes_on(tmp_path):
+    """The FIX session refuses a packet's orders before writing them (a malformed batch):
+    they are recorded as not sent with their reservations released, the strategy stops,
+    the venue never sees them, and the feed handler keeps applying packets."""
+    async def main():
+        venue = await start_venue()
+        path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
+        config = load_config(path, stage="small")
+        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                      force=True))
+        try:
+            await rt.start()
+            assert await rt.wait_for_market_data()
+            session = rt.fix.client.session
+            commit = session.commit_encoded
+
+            def refuse(msg_type, data, offline_ok=False, count=1):
+                session.commit_encoded = commit          # once
+                raise ValueError("commit_encoded: test refusal")
+            session.commit_encoded = refuse
+            packets_before = rt.feed.counters.packets
+            rt.core.start()
+            deadline = asyncio.get_running_loop().time() + 10
+            while rt.core.host.running:
+                assert asyncio.get_running_loop().time() < deadline, "the strategy never sent"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+            om = rt.core.om
+            ours = [o for o in om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
+            kernel = {(i.inst_id, side): rt.core.kernel.open_qty(i.inst_id, side)
+                      for i in config.instruments for side in (0, 1)}
+            venue_expects = venue.fix.sessions[config.venue.sender_comp_id].next_target_seq
+            return (ours, kernel, engine_orders_at(venue), (session.next_sender_seq, venue_expects),
+                    rt.feed.counters.packets - packets_before, rt.compiled.errors, rt.core.host.stop_reason)
+        finally:
+            await rt.stop()
+            await venue.stop()
+    ours, kernel, at_venue, (ours_next, venue_expects), packets, errors, reason = asyncio.run(main())
+    assert ours and all(o.state == OrdStatus.REJECTED and o.reject_reason.startswith("NOT_SENT") for o in ours)
+    assert all(v == 0 for v in kernel.values()), kernel
+    assert at_venue == [] and errors == 1 and "test refusal" in reason
+    assert packets > 0                      # the feed went on after the refused packet
+    assert ours_next == venue_expects       # the refused orders used no MsgSeqNum: no gap at the venue

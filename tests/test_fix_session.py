@@ -88,20 +88,24 @@ def test_a_batch_is_one_write_and_each_message_is_kept_under_its_own_number():
     assert session.next_sender_seq == 3
 
 
-@pytest.mark.parametrize("count, data", [
-    (2, "one message"),
-    (1, "two messages"),
-    (1, "no checksum"),
-    (0, "one message"),
+@pytest.mark.parametrize("count, data, says", [
+    (2, "one message", "not 2 whole"),
+    (1, "two messages", "not 1 whole"),             # would reuse the second's number
+    (1, "no checksum", "not 1 whole"),
+    (0, "one message", "not 0 whole"),
+    (1, "wrong MsgSeqNum", "does not carry MsgSeqNum 1"),
+    (2, "second from another session", "message 2 of 2 is not one of this session"),
+    (2, "second with the first's number", "message 2 of 2 does not carry MsgSeqNum 2"),
 ])
-def test_a_batch_that_is_not_what_it_claims_is_refused_before_anything_leaves(count, data):
+def test_a_batch_that_is_not_what_it_claims_is_refused_before_anything_leaves(count, data, says):
     session, wire, events = logged_on_session()
     one = new_order(session, 1, "C1")
+    other = FixSession(SessionConfig(SENDER, "ELSEWHERE"))
     payload = {"one message": one, "two messages": one + new_order(session, 2, "C2"),
-               "no checksum": one[:-7]}[data]
-    if data == "two messages":       # two messages where one is claimed: the count check is for batches
-        payload = payload[:len(one)] + b"garbage"
-    with pytest.raises(ValueError, match="commit_encoded"):
+               "no checksum": one[:-7], "wrong MsgSeqNum": new_order(session, 7, "C7"),
+               "second from another session": one + new_order(other, 2, "C2"),
+               "second with the first's number": one + new_order(session, 1, "C2")}[data]
+    with pytest.raises(ValueError, match=says):
         session.commit_encoded(b"D", payload, count=count)
     assert wire.writes == [] and events == [] and session.next_sender_seq == 1
 

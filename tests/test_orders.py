@@ -186,6 +186,33 @@ def test_every_way_to_the_orders_settles_what_was_sent_first(access):
         assert ("cancel", cl) == client.sent[-1][:2]
 
 
+def test_an_order_already_sent_is_recorded_even_when_the_journal_refuses_it():
+    def journal(event, data):
+        if event == "submit":
+            raise OSError("disk full")
+    om, kernel, client, clock = make_om(journal=journal)
+    cl = (1 << 62) + 3
+    assert kernel.check(XYZ, 0, 10, XYZ_PRICE, cl, clock.now) == rk.RISK_OK
+    order = om.record_sent(cl, "XYZ", 0, 10, XYZ_PRICE, 0, clock.now)
+    assert om.order(cl) is order and order.state is S.PENDING_NEW
+    assert order.reserved == 10 and order.kernel_open        # the kernel's view and the manager's agree
+    assert om.alerts["journal_failed"] == 1
+    client.canceled(cl)
+    assert om.order(cl).state is S.CANCELED and kernel.open_qty(XYZ, 0) == 0
+
+
+def test_a_fill_is_heard_after_the_order_updates_that_waited():
+    om, kernel, client, clock = make_om()
+    heard = []
+    om.add_listener(on_order=lambda o: heard.append(("order", o.state)), after_event=True)
+    om.add_listener(on_fill=lambda f: heard.append(("fill", f.qty)))
+    om.defer_listeners = True
+    cl = om.submit("XYZ", "buy", 10, XYZ_PRICE)
+    om.defer_listeners = False
+    client.fill(cl, 10, XYZ_PRICE, cum_qty=10)
+    assert heard == [("order", S.PENDING_NEW), ("fill", 10), ("order", S.FILLED)]
+
+
 def test_risk_reject_is_logged_counted_and_never_sent(caplog):
     om, kernel, client, _ = make_om()
     with caplog.at_level("INFO", logger="engine.orders"):
