@@ -4,6 +4,7 @@ order manager, the journal, the venue -- and stopped by the kill switch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -71,19 +72,46 @@ def test_a_cython_strategy_refuses_the_stages_without_a_fix_session(tmp_path):
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def small_stage_running(tmp_path):
+    """(venue, config, Runtime): the venue simulator and the compiled strategy's engine
+    in stage small, started and with market data; both stopped afterwards."""
+    venue = await start_venue()
+    path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
+    config = load_config(path, stage="small")
+    rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
+                                                  force=True))
+    try:
+        await rt.start()
+        assert await rt.wait_for_market_data()
+        yield venue, config, rt
+    finally:
+        await rt.stop()
+        await venue.stop()
+
+
+async def run_until_the_strategy_stops(rt, config, never: str):
+    """Start the strategy, wait until it has stopped itself (10 s at most: `never` says
+    what did not happen), let the engine settle; then (the compiled path's orders, the
+    kernel's open quantity per (instrument, side))."""
+    rt.core.start()
+    deadline = asyncio.get_running_loop().time() + 10
+    while rt.core.host.running:
+        assert asyncio.get_running_loop().time() < deadline, never
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    ours = [o for o in rt.core.om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
+    kernel = {(i.inst_id, side): rt.core.kernel.open_qty(i.inst_id, side)
+              for i in config.instruments for side in (0, 1)}
+    return ours, kernel
+
+
 def test_engine_runs_a_cython_strategy_against_the_venue(tmp_path):
     """Small stage against the venue simulator: the compiled strategy's orders reach the
     venue, the order manager tracks them (acks applied, kernel reservations exact), the
     journal has them, and the kill switch stops the strategy and cancels them all."""
     async def main():
-        venue = await start_venue()
-        path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
-        config = load_config(path, stage="small")
-        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
-                                                      force=True))
-        try:
-            await rt.start()
-            assert await rt.wait_for_market_data()
+        async with small_stage_running(tmp_path) as (venue, config, rt):
             om = rt.core.om
             received_before = venue.exchange.orders_received
             rt.core.start()
@@ -105,9 +133,6 @@ def test_engine_runs_a_cython_strategy_against_the_venue(tmp_path):
             await asyncio.sleep(0.5)
             return (sent, at_venue, ours, reserved, kernel, engine_orders_at(venue),
                     after_kill, venue.exchange.orders_received, rt.compiled.t2t.orders_sent, om)
-        finally:
-            await rt.stop()
-            await venue.stop()
     (sent, at_venue, ours, reserved, kernel, resting, after_kill, later, t2t_sent,
      om) = asyncio.run(main())
     assert sent >= 3 and at_venue >= t2t_sent >= 3
@@ -189,16 +214,7 @@ def test_orders_a_failing_strategy_encoded_are_released_not_sent(tmp_path, faili
         try:
             await rt.start()
             assert await rt.wait_for_market_data()
-            rt.core.start()
-            deadline = asyncio.get_running_loop().time() + 10
-            while rt.core.host.running:
-                assert asyncio.get_running_loop().time() < deadline, "the failing strategy never ran"
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
-            om = rt.core.om
-            ours = [o for o in om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
-            kernel = {(i.inst_id, side): rt.core.kernel.open_qty(i.inst_id, side)
-                      for i in config.instruments for side in (0, 1)}
+            ours, kernel = await run_until_the_strategy_stops(rt, config, "the failing strategy never ran")
             rt.fix.client.session.send_test_request("after-failure")    # a message after the unsent one
             await asyncio.sleep(0.3)
             return (ours, kernel, at_venue, rt.compiled.errors, rt.core.host.stop_reason,
@@ -226,14 +242,7 @@ def test_orders_the_fix_session_refuses_are_released_and_the_feed_goes_on(tmp_pa
     they are recorded as not sent with their reservations released, the strategy stops,
     the venue never sees them, and the feed handler keeps applying packets."""
     async def main():
-        venue = await start_venue()
-        path = compiled_config(tmp_path, venue.fix_port, venue.itch_request_port, "small")
-        config = load_config(path, stage="small")
-        rt = Runtime(config, config.stage, RunOptions(config_path=str(path), stage="small", admin_port=0,
-                                                      force=True))
-        try:
-            await rt.start()
-            assert await rt.wait_for_market_data()
+        async with small_stage_running(tmp_path) as (venue, config, rt):
             session = rt.fix.client.session
             commit = session.commit_encoded
 
@@ -242,22 +251,10 @@ def test_orders_the_fix_session_refuses_are_released_and_the_feed_goes_on(tmp_pa
                 raise ValueError("commit_encoded: test refusal")
             session.commit_encoded = refuse
             packets_before = rt.feed.counters.packets
-            rt.core.start()
-            deadline = asyncio.get_running_loop().time() + 10
-            while rt.core.host.running:
-                assert asyncio.get_running_loop().time() < deadline, "the strategy never sent"
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)
-            om = rt.core.om
-            ours = [o for o in om.orders() if o.cl_ord_id & 0xFFFFFFFF >= FIRST_SEQ]
-            kernel = {(i.inst_id, side): rt.core.kernel.open_qty(i.inst_id, side)
-                      for i in config.instruments for side in (0, 1)}
+            ours, kernel = await run_until_the_strategy_stops(rt, config, "the strategy never sent")
             venue_expects = venue.fix.sessions[config.venue.sender_comp_id].next_target_seq
             return (ours, kernel, engine_orders_at(venue), (session.next_sender_seq, venue_expects),
                     rt.feed.counters.packets - packets_before, rt.compiled.errors, rt.core.host.stop_reason)
-        finally:
-            await rt.stop()
-            await venue.stop()
     ours, kernel, at_venue, (ours_next, venue_expects), packets, errors, reason = asyncio.run(main())
     assert ours and all(o.state == OrdStatus.REJECTED and o.reject_reason.startswith("NOT_SENT") for o in ours)
     assert all(v == 0 for v in kernel.values()), kernel
