@@ -40,7 +40,6 @@ What differs from a Python strategy, by design:
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -140,7 +139,7 @@ class CompiledPath:
             if self.rt._tick_rec is not None:       # tick-to-order: packet in -> bytes written
                 self.rt._tick_rec.record_since(t0)
         if t.pending_orders:
-            self._register_later()
+            self.om.settle_soon()
         return t.last_result
 
     def _commit_failed(self, exc: Exception, first_seq: int, count: int) -> None:
@@ -154,27 +153,10 @@ class CompiledPath:
         log.error("compiled path: the FIX session failed %d order(s) %s", count,
                   "after writing them" if written else "before writing them", exc_info=exc)
         if written:
-            self._register_later()
+            self.om.settle_soon()
             return
         self.register(unsent_from_seq=first_seq)
         self.core.host._failed("commit", exc)
-
-    def _register_later(self) -> None:
-        """Register the packet's orders with the order manager on the loop's next turn,
-        after the packets already waiting (a burst's next order leaves first), or as
-        soon as anything reads or changes the orders (OrderManager.settle), whichever
-        comes first: a report, a cancel, the kill switch never meet an order the
-        manager does not know."""
-        om = self.om
-        if om.unsettled:
-            return                          # a settle is due already; it takes these rows too
-        om.unsettled = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:                # no event loop (a direct call): now
-            om.settle()
-            return
-        loop.call_soon(om.settle)
 
     def _settle(self) -> None:
         if self.t2t.pending_orders:

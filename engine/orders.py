@@ -395,6 +395,17 @@ AlertHandler = Callable[[str, str], None]
 Journal = Callable[[str, dict], None]
 
 
+def _on_next_turn(fn: Callable[[], object]) -> bool:
+    """Run `fn` on the running event loop's next turn (True); without one, now (False)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        fn()
+        return False
+    loop.call_soon(fn)
+    return True
+
+
 class OrderManager(OrderPath):
     """Orders, their states, and the path from a strategy's request to the venue.
 
@@ -516,18 +527,23 @@ class OrderManager(OrderPath):
         """flush_deferred on the event loop's next turn (at once without a running loop)."""
         if self._flush_scheduled or not self._deferred_emits:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush_deferred()
-            return
-        self._flush_scheduled = True
-        loop.call_soon(self.flush_deferred)
+        self._flush_scheduled = _on_next_turn(self.flush_deferred)
 
     def add_settle_hook(self, hook: Callable[[], object]) -> None:
         """`hook()` records orders sent but not recorded yet (record_sent); it runs
         before any method reads or changes the orders once someone set `unsettled`."""
         self._settle_hooks.append(hook)
+
+    def settle_soon(self) -> None:
+        """Orders were sent that the settle hooks have not recorded yet: settle on the
+        event loop's next turn, after the packets already waiting (a burst's next order
+        leaves first), or as soon as anything reads or changes the orders, whichever
+        comes first -- a report, a cancel, the kill switch never meet an order this
+        manager does not know. At once without a running loop."""
+        if self.unsettled:
+            return                          # a settle is due already; it takes these too
+        self.unsettled = True
+        _on_next_turn(self.settle)
 
     def settle(self) -> None:
         """Record what was sent but not recorded yet (see add_settle_hook)."""

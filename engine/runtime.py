@@ -404,7 +404,7 @@ class Runtime:
     # ---------------------------------------------------------------- events
     def _on_feed(self, result) -> None:
         # tick-to-order is taken when the first order of this event has been handed to the
-        # execution client (_record_order hears of it right after the send), not after
+        # execution client (_stamp_order hears of it right after the send), not after
         # the logs and store rows the order's listeners then write
         self._feed_t0 = time.perf_counter_ns()
         om = self.core.om
